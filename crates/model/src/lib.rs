@@ -1,0 +1,17 @@
+//! Stratus's domain model: function names and ARNs, configuration and its validation, runtime
+//! identifiers, invocation requests and results, the platform's log-line formats, and the
+//! errors callers see.
+//!
+//! Pure data and rules: no I/O, no HTTP. The `api` crate maps these to Lambda's JSON wire
+//! shapes; everything else speaks these types.
+
+pub mod config;
+pub mod error;
+pub mod invoke;
+pub mod logfmt;
+pub mod names;
+pub mod runtime;
+
+pub use config::{ConfigInput, FunctionConfig, LATEST};
+pub use error::{ErrorCode, LambdaError, ThrottleReason};
+pub use names::{FunctionRef, NameUse, Scope};

@@ -1,0 +1,322 @@
+//! The metadata database: functions, their versions' configuration, tags, and the queue of
+//! accepted asynchronous events. SQLite in WAL mode; the only module in Stratus with SQL.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use model::FunctionConfig;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::StoreError;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS functions (
+    name        TEXT PRIMARY KEY,
+    created_ms  INTEGER NOT NULL,
+    tags        TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS versions (
+    function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    version     TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    code_sha256 TEXT NOT NULL,
+    code_size   INTEGER NOT NULL,
+    PRIMARY KEY (function, version)
+);
+CREATE TABLE IF NOT EXISTS async_events (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id      TEXT NOT NULL,
+    function        TEXT NOT NULL,
+    qualifier       TEXT,
+    payload         BLOB NOT NULL,
+    received_ms     INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS async_events_due ON async_events(next_attempt_ms);
+"#;
+
+/// An accepted asynchronous event waiting for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncEvent {
+    pub id: i64,
+    pub request_id: String,
+    pub function: String,
+    pub qualifier: Option<String>,
+    pub payload: Vec<u8>,
+    pub received_ms: i64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+}
+
+/// A connection to the metadata database.
+pub struct Db {
+    conn: Connection,
+}
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` in WAL mode.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL + NORMAL: a committed transaction survives a crash of this process.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn })
+    }
+
+    /// Creates a function with its `$LATEST` configuration.
+    pub fn create_function(&mut self, config: &FunctionConfig, tags: &BTreeMap<String, String>) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let exists: bool = tx.query_row("SELECT 1 FROM functions WHERE name = ?1", [&config.name], |_| Ok(())).optional()?.is_some();
+        if exists {
+            return Err(StoreError::AlreadyExists);
+        }
+        tx.execute(
+            "INSERT INTO functions (name, created_ms, tags) VALUES (?1, ?2, ?3)",
+            params![config.name, config.last_modified_ms, serde_json::to_string(tags).map_err(json_err)?],
+        )?;
+        insert_version(&tx, config)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The configuration of one version of a function.
+    pub fn get_version(&self, name: &str, version: &str) -> Result<Option<FunctionConfig>, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .query_row("SELECT config FROM versions WHERE function = ?1 AND version = ?2", [name, version], |r| r.get(0))
+            .optional()?;
+        json.map(|j| serde_json::from_str(&j).map_err(json_err)).transpose()
+    }
+
+    /// Lists `$LATEST` configurations in name order, starting after `after`.
+    pub fn list_functions(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionConfig>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT config FROM versions WHERE version = '$LATEST' AND function > ?1 ORDER BY function LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            out.push(serde_json::from_str(&json?).map_err(json_err)?);
+        }
+        Ok(out)
+    }
+
+    /// Changes `$LATEST` in one transaction. `expected_revision`, if given, must match.
+    pub fn update_latest<F>(&mut self, name: &str, expected_revision: Option<&str>, change: F) -> Result<FunctionConfig, StoreError>
+    where
+        F: FnOnce(&mut FunctionConfig) -> Result<(), StoreError>,
+    {
+        let tx = self.conn.transaction()?;
+        let json: Option<String> = tx
+            .query_row("SELECT config FROM versions WHERE function = ?1 AND version = '$LATEST'", [name], |r| r.get(0))
+            .optional()?;
+        let Some(json) = json else { return Err(StoreError::NotFound) };
+        let mut config: FunctionConfig = serde_json::from_str(&json).map_err(json_err)?;
+        if let Some(rev) = expected_revision
+            && rev != config.revision_id
+        {
+            return Err(StoreError::RevisionMismatch);
+        }
+        change(&mut config)?;
+        tx.execute(
+            "UPDATE versions SET config = ?3, code_sha256 = ?4, code_size = ?5 WHERE function = ?1 AND version = ?2",
+            params![
+                name,
+                config.version,
+                serde_json::to_string(&config).map_err(json_err)?,
+                config.code_sha256,
+                config.code_size as i64
+            ],
+        )?;
+        tx.commit()?;
+        Ok(config)
+    }
+
+    /// Deletes a function, its versions and its queued events. Returns false if it did not exist.
+    pub fn delete_function(&mut self, name: &str) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM versions WHERE function = ?1", [name])?;
+        tx.execute("DELETE FROM async_events WHERE function = ?1", [name])?;
+        let n = tx.execute("DELETE FROM functions WHERE name = ?1", [name])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    pub fn tags(&self, name: &str) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+        let json: Option<String> =
+            self.conn.query_row("SELECT tags FROM functions WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+        json.map(|j| serde_json::from_str(&j).map_err(json_err)).transpose()
+    }
+
+    /// Replaces a function's tags. Returns false if the function does not exist.
+    pub fn set_tags(&mut self, name: &str, tags: &BTreeMap<String, String>) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE functions SET tags = ?2 WHERE name = ?1",
+            params![name, serde_json::to_string(tags).map_err(json_err)?],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Number of functions and the total size of their packages.
+    pub fn usage(&self) -> Result<(u64, u64), StoreError> {
+        let count: i64 = self.conn.query_row("SELECT COUNT(*) FROM functions", [], |r| r.get(0))?;
+        let size: i64 = self.conn.query_row("SELECT COALESCE(SUM(code_size), 0) FROM versions", [], |r| r.get(0))?;
+        Ok((count as u64, size as u64))
+    }
+
+    /// Code packages still referenced by some version.
+    pub fn referenced_code(&self) -> Result<HashSet<String>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT DISTINCT code_sha256 FROM versions")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Durably records an accepted asynchronous event.
+    pub fn enqueue_event(&mut self, event: &AsyncEvent) -> Result<i64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM functions WHERE name = ?2)",
+        )?;
+        let n = stmt.execute(params![
+            event.request_id,
+            event.function,
+            event.qualifier,
+            event.payload,
+            event.received_ms,
+            event.attempts,
+            event.next_attempt_ms
+        ])?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Events due at or before `now_ms`, oldest first, skipping `exclude` (events in flight).
+    pub fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<AsyncEvent>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms
+             FROM async_events WHERE next_attempt_ms <= ?1 ORDER BY next_attempt_ms, id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+            Ok(AsyncEvent {
+                id: r.get(0)?,
+                request_id: r.get(1)?,
+                function: r.get(2)?,
+                qualifier: r.get(3)?,
+                payload: r.get(4)?,
+                received_ms: r.get(5)?,
+                attempts: r.get(6)?,
+                next_attempt_ms: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The earliest time any queued event is due.
+    pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.conn.query_row("SELECT MIN(next_attempt_ms) FROM async_events", [], |r| r.get(0))?)
+    }
+
+    /// Pushes an event's next attempt back (claiming it while it is in flight, or for a retry).
+    pub fn reschedule_event(&mut self, id: i64, attempts: u32, next_attempt_ms: i64) -> Result<(), StoreError> {
+        self.conn.prepare_cached("UPDATE async_events SET attempts = ?2, next_attempt_ms = ?3 WHERE id = ?1")?.execute(
+            params![id, attempts, next_attempt_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a delivered (or finally discarded) event.
+    pub fn delete_event(&mut self, id: i64) -> Result<(), StoreError> {
+        self.conn.prepare_cached("DELETE FROM async_events WHERE id = ?1")?.execute([id])?;
+        Ok(())
+    }
+}
+
+fn insert_version(tx: &rusqlite::Transaction<'_>, config: &FunctionConfig) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO versions (function, version, config, code_sha256, code_size) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            config.name,
+            config.version,
+            serde_json::to_string(config).map_err(json_err)?,
+            config.code_sha256,
+            config.code_size as i64
+        ],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::ConfigInput;
+
+    fn config(name: &str) -> FunctionConfig {
+        ConfigInput {
+            runtime: Some("python3.11".into()),
+            handler: Some("a.b".into()),
+            role: Some("arn:aws:iam::123456789012:role/r".into()),
+            ..Default::default()
+        }
+        .into_new_config(name, "abc", 3, 1)
+        .unwrap()
+    }
+
+    #[test]
+    fn functions_survive_reopen_and_list_in_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let mut db = Db::open(&path).unwrap();
+            for n in ["c", "a", "b"] {
+                db.create_function(&config(n), &BTreeMap::new()).unwrap();
+            }
+            assert!(matches!(db.create_function(&config("a"), &BTreeMap::new()), Err(StoreError::AlreadyExists)));
+        }
+        let db = Db::open(&path).unwrap();
+        let page: Vec<String> = db.list_functions(None, 2).unwrap().into_iter().map(|c| c.name).collect();
+        assert_eq!(page, ["a", "b"]);
+        let rest: Vec<String> = db.list_functions(Some("b"), 2).unwrap().into_iter().map(|c| c.name).collect();
+        assert_eq!(rest, ["c"]);
+        assert_eq!(db.usage().unwrap(), (3, 9));
+    }
+
+    #[test]
+    fn update_checks_revision_and_delete_removes_queued_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+        let c = db.create_function(&config("f"), &BTreeMap::new()).map(|_| config("f")).unwrap();
+        assert!(matches!(db.update_latest("f", Some("nope"), |_| Ok(())), Err(StoreError::RevisionMismatch)));
+        let rev = db.get_version("f", "$LATEST").unwrap().unwrap().revision_id;
+        let updated = db.update_latest("f", Some(&rev), |c| {
+            c.memory_mb = 512;
+            Ok(())
+        });
+        assert_eq!(updated.unwrap().memory_mb, 512);
+        let ev = AsyncEvent {
+            id: 0,
+            request_id: "r".into(),
+            function: c.name.clone(),
+            qualifier: None,
+            payload: b"{}".to_vec(),
+            received_ms: 1,
+            attempts: 0,
+            next_attempt_ms: 1,
+        };
+        db.enqueue_event(&ev).unwrap();
+        assert_eq!(db.due_events(10, 10).unwrap().len(), 1);
+        assert!(db.delete_function("f").unwrap());
+        assert!(db.due_events(10, 10).unwrap().is_empty());
+        assert!(matches!(db.enqueue_event(&ev), Err(StoreError::NotFound)));
+    }
+}

@@ -1,0 +1,98 @@
+//! The Lambda control-plane REST API (rest-json, the 2015-03-31 family of paths), served on
+//! one address with Stratus's own small internal API (`/_stratus/…`).
+//!
+//! This is the only crate that knows Lambda's JSON wire shapes. Handlers parse and validate
+//! at the edge, then call the store and the invoker; [`error::ApiError`] is the one place
+//! errors become HTTP. Every response carries `x-amzn-RequestId`; for Invoke it is the request
+//! id the function sees. Requests signed with any SigV4 credentials are accepted (signature
+//! verification belongs to the authentication work).
+
+mod error;
+mod functions;
+mod internal;
+mod invoke;
+mod wire;
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::BodyExt;
+use invoke as invoke_handlers;
+use model::{LambdaError, Scope};
+use store::Store;
+
+pub use error::ApiError;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub invoker: ::invoke::Invoker,
+    pub scope: Scope,
+}
+
+/// The request id of the current request (also the invocation's id for Invoke).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Reads a request body of at most `limit` bytes, refusing larger ones with Lambda's error.
+pub(crate) async fn read_body(body: Body, limit: usize, operation: &str) -> Result<Bytes, ApiError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError(
+            LambdaError::too_large(format!("Request must be smaller than {limit} bytes for the {operation} operation")),
+        )),
+        Err(_) => Err(ApiError(LambdaError::invalid_content("Could not read the request body"))),
+    }
+}
+
+async fn request_context(mut req: Request, next: Next) -> Response {
+    let id = model::invoke::new_request_id();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let started = Instant::now();
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    let status = resp.status().as_u16();
+    let error = resp.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).unwrap_or("");
+    tracing::debug!(%method, %path, status, error, request_id = %id, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "api request");
+    resp
+}
+
+async fn unknown_operation() -> Response {
+    let mut resp = ApiError(LambdaError::new(model::ErrorCode::ResourceNotFound, "Unknown operation")).into_response();
+    resp.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static("UnknownOperationException"));
+    resp
+}
+
+/// The API router.
+pub fn router(state: ApiState) -> Router {
+    use functions as f;
+    Router::new()
+        .route("/2015-03-31/functions", post(f::create_function).get(f::list_functions))
+        .route("/2015-03-31/functions/", post(f::create_function).get(f::list_functions))
+        .route("/2015-03-31/functions/{name}", get(f::get_function).delete(f::delete_function))
+        .route("/2015-03-31/functions/{name}/configuration", get(f::get_configuration).put(f::update_configuration))
+        .route("/2015-03-31/functions/{name}/code", axum::routing::put(f::update_code))
+        .route("/2015-03-31/functions/{name}/invocations", post(invoke_handlers::invoke))
+        .route("/2014-11-13/functions/{name}/invoke-async", post(invoke_handlers::invoke_async))
+        .route("/2014-11-13/functions/{name}/invoke-async/", post(invoke_handlers::invoke_async))
+        .route("/2016-08-19/account-settings", get(f::account_settings))
+        .route("/2016-08-19/account-settings/", get(f::account_settings))
+        .route("/2017-03-31/tags/{arn}", get(f::list_tags).post(f::tag_resource).delete(f::untag_resource))
+        .merge(internal::router())
+        .fallback(unknown_operation)
+        // Bodies are bounded per operation by `read_body`.
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}

@@ -1,0 +1,316 @@
+//! The invocation path. Every invocation — from the API, a function URL, a trigger or the
+//! async queue — goes through [`Invoker`]; nothing else starts an environment.
+//!
+//! The warm path: resolve the function from the in-memory cache (no database read), pop an
+//! idle environment, hand it the event, return the answer. A cold start happens only when no
+//! environment is idle; over the per-function cap the call is throttled (429). The cache is
+//! invalidated by the control plane on every change, which retires the old pool.
+//!
+//! This crate speaks `model` types; it knows nothing of HTTP or Lambda's JSON wire shapes
+//! (except the error JSON the platform itself produces for a function, which is part of the
+//! function's answer).
+
+mod capture;
+mod env;
+mod pool;
+mod queue;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use model::invoke::{InvokeRequest, InvokeResult, Trigger};
+use model::{FunctionConfig, LambdaError, Scope, ThrottleReason};
+use runtimes::{Catalogue, Paths};
+use sandbox::Backend;
+use store::{LogSink, Store};
+
+pub use env::FunctionFailure;
+use env::{Blueprint, Environment};
+use pool::{Pool, Slot};
+
+/// Settings of the invocation path.
+#[derive(Debug, Clone)]
+pub struct InvokerConfig {
+    pub scope: Scope,
+    /// Host directory holding the runtime bootstraps.
+    pub runtime_dir: PathBuf,
+    /// Host directory under which environments get their private directories.
+    pub envs_dir: PathBuf,
+    /// How long an idle environment is kept before it is stopped.
+    pub keep_alive: Duration,
+    /// The most environments one function may run at once.
+    pub max_envs_per_function: usize,
+    /// The longest a runtime may take to initialise.
+    pub init_timeout: Duration,
+    /// Address the Runtime API endpoints listen on.
+    pub runtime_api_ip: IpAddr,
+    /// Delay before the first retry of a failed async event (the second waits twice as long).
+    pub async_retry_delay: Duration,
+}
+
+impl InvokerConfig {
+    pub fn new(scope: Scope, data_dir: &std::path::Path) -> Self {
+        Self {
+            scope,
+            runtime_dir: data_dir.join("runtimes"),
+            envs_dir: data_dir.join("envs"),
+            keep_alive: Duration::from_secs(300),
+            max_envs_per_function: 100,
+            init_timeout: Duration::from_secs(10),
+            runtime_api_ip: IpAddr::from([127, 0, 0, 1]),
+            async_retry_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+struct Inner {
+    config: InvokerConfig,
+    store: Store,
+    sink: LogSink,
+    catalogue: Catalogue,
+    backend: Arc<dyn Backend>,
+    /// Pools by function name (only `$LATEST` exists so far).
+    pools: std::sync::Mutex<HashMap<String, Arc<Pool>>>,
+    /// Bumped by every invalidation; a pool built from data read before a bump is discarded.
+    epoch: AtomicU64,
+    queue: queue::Queue,
+}
+
+/// The invocation service. Cheap to clone.
+#[derive(Clone)]
+pub struct Invoker {
+    inner: Arc<Inner>,
+}
+
+impl Invoker {
+    /// Builds the invoker and starts its background tasks (idle reaper, async queue).
+    pub fn start(config: InvokerConfig, store: Store, catalogue: Catalogue, backend: Arc<dyn Backend>) -> Self {
+        let sink = store.logs.start_writer();
+        let _ = std::fs::remove_dir_all(&config.envs_dir);
+        let inner = Arc::new(Inner {
+            config,
+            store,
+            sink,
+            catalogue,
+            backend,
+            pools: std::sync::Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            queue: queue::Queue::default(),
+        });
+        let invoker = Self { inner };
+        invoker.spawn_reaper();
+        queue::spawn_dispatcher(invoker.clone());
+        invoker
+    }
+
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.inner.catalogue
+    }
+
+    pub fn scope(&self) -> &Scope {
+        &self.inner.config.scope
+    }
+
+    fn pools(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pool>>> {
+        self.inner.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn spawn_reaper(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let keep_alive = self.inner.config.keep_alive;
+        let period = (keep_alive / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(inner) = weak.upgrade() else { break };
+                let pools: Vec<Arc<Pool>> = inner.pools.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+                for pool in pools {
+                    let n = pool.reap(keep_alive);
+                    if n > 0 {
+                        tracing::debug!(function = %pool.blueprint.config.name, stopped = n, "stopped idle environments");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Drops cached state of `function` after its configuration or code changed (or it was
+    /// deleted): idle environments stop now, busy ones when their invocation ends.
+    pub fn invalidate(&self, function: &str) {
+        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Some(pool) = self.pools().remove(function) {
+            pool.retire();
+        }
+    }
+
+    /// Stops every environment (at shutdown).
+    pub fn shutdown(&self) {
+        let pools: Vec<Arc<Pool>> = self.pools().drain().map(|(_, p)| p).collect();
+        for p in pools {
+            p.retire();
+        }
+    }
+
+    /// Environments alive for `function` (idle, busy or starting), and how many are idle.
+    pub fn environments(&self, function: &str) -> (usize, usize) {
+        self.pools().get(function).map(|p| (p.live(), p.idle_count())).unwrap_or((0, 0))
+    }
+
+    fn not_found(&self, name: &str, qualifier: Option<&str>) -> LambdaError {
+        let scope = &self.inner.config.scope;
+        LambdaError::not_found(format!(
+            "Function not found: {}",
+            scope.qualified_arn(name, qualifier.unwrap_or(model::LATEST))
+        ))
+    }
+
+    /// The pool serving `name`'s `$LATEST`, building it from the store on a cache miss.
+    async fn pool_for(&self, name: &str) -> Result<Arc<Pool>, LambdaError> {
+        loop {
+            if let Some(p) = self.pools().get(name) {
+                return Ok(p.clone());
+            }
+            let epoch = self.inner.epoch.load(Ordering::Acquire);
+            let n = name.to_string();
+            let config = self
+                .inner
+                .store
+                .run(move |db| db.get_version(&n, model::LATEST))
+                .await
+                .map_err(|e| LambdaError::service(format!("cannot read the function: {e}")))?
+                .ok_or_else(|| self.not_found(name, None))?;
+            let pool = Arc::new(Pool::new(self.blueprint(config)?, self.inner.config.max_envs_per_function));
+            let mut pools = self.pools();
+            if self.inner.epoch.load(Ordering::Acquire) != epoch {
+                continue; // changed while we read it; read again
+            }
+            return Ok(pools.entry(name.to_string()).or_insert(pool).clone());
+        }
+    }
+
+    fn blueprint(&self, config: FunctionConfig) -> Result<Arc<Blueprint>, LambdaError> {
+        let cfg = &self.inner.config;
+        let code_dir = self.inner.store.code.tree(&config.code_sha256);
+        // Paths only matter for the launch command's own files (the bootstrap scripts), which
+        // every backend shows at the layout's runtime directory.
+        let layout = self.inner.backend.layout(&sandbox::Mounts {
+            task_root: code_dir.clone(),
+            runtime_dir: cfg.runtime_dir.clone(),
+            opt: None,
+            tmp: cfg.envs_dir.clone(),
+        });
+        let launch = self.inner.catalogue.launch(
+            &config.runtime,
+            &Paths { task_root: &layout.task_root, runtime_dir: &layout.runtime_dir, opt: &layout.opt },
+        )?;
+        Ok(Arc::new(Blueprint {
+            arn: cfg.scope.function_arn(&config.name),
+            config: Arc::new(config),
+            scope: cfg.scope.clone(),
+            code_dir,
+            runtime_dir: cfg.runtime_dir.clone(),
+            envs_dir: cfg.envs_dir.clone(),
+            launch,
+            init_timeout: cfg.init_timeout,
+            runtime_api_ip: cfg.runtime_api_ip,
+        }))
+    }
+
+    /// Runs one synchronous invocation. Function errors are results, not `Err`; `Err` is for
+    /// the caller's mistakes and throttling.
+    pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResult, LambdaError> {
+        if let Some(q) = req.qualifier.as_deref()
+            && q != model::LATEST
+        {
+            return Err(self.not_found(&req.function, Some(q)));
+        }
+        let pool = self.pool_for(&req.function).await?;
+        let bp = pool.blueprint.clone();
+        let invoked_arn = match &req.qualifier {
+            Some(q) => format!("{}:{q}", bp.arn),
+            None => bp.arn.clone(),
+        };
+        let mut env = match pool.acquire() {
+            Slot::Warm(env) => env,
+            Slot::Full => return Err(LambdaError::throttled(ThrottleReason::ConcurrentInvocationLimitExceeded)),
+            Slot::Cold => {
+                match Environment::start(bp.clone(), self.inner.backend.as_ref(), self.inner.sink.clone(), &req.request_id, req.tail)
+                    .await
+                {
+                    Ok(env) => env,
+                    Err(start) => {
+                        pool.forget();
+                        tracing::info!(function = %bp.config.name, request_id = %req.request_id, error = %start.failure.error_type, "environment failed to start");
+                        return Ok(InvokeResult {
+                            payload: start.failure.body,
+                            function_error: Some("Unhandled"),
+                            executed_version: bp.config.version.clone(),
+                            log_tail: start.log_tail,
+                            content_type: Some("application/json".into()),
+                        });
+                    }
+                }
+            }
+        };
+        let done = env.invoke(&req.request_id, &invoked_arn, req.payload, req.client_context, req.tail).await;
+        tracing::debug!(function = %bp.config.name, "{}", done.report.line());
+        if !done.reusable {
+            tracing::info!(function = %bp.config.name, request_id = %req.request_id, env = env.id, "environment stopped after a failed invocation");
+        }
+        pool.release(env, done.reusable);
+        let (payload, function_error, content_type) = match done.result {
+            Ok((body, ct)) => (body, None, ct),
+            Err(f) => (f.body, Some("Unhandled"), Some("application/json".into())),
+        };
+        Ok(InvokeResult { payload, function_error, executed_version: bp.config.version.clone(), log_tail: done.log_tail, content_type })
+    }
+
+    /// Accepts an asynchronous (Event) invocation: it is committed to the queue before this
+    /// returns, and delivered by the dispatcher.
+    pub async fn enqueue(&self, function: &str, qualifier: Option<&str>, payload: Bytes, request_id: &str) -> Result<(), LambdaError> {
+        if let Some(q) = qualifier
+            && q != model::LATEST
+        {
+            return Err(self.not_found(function, Some(q)));
+        }
+        let now = model::logfmt::now_ms();
+        let event = store::AsyncEvent {
+            id: 0,
+            request_id: request_id.to_string(),
+            function: function.to_string(),
+            qualifier: qualifier.map(str::to_string),
+            payload: payload.to_vec(),
+            received_ms: now,
+            attempts: 0,
+            next_attempt_ms: now,
+        };
+        match self.inner.store.run(move |db| db.enqueue_event(&event)).await {
+            Ok(_) => {
+                self.inner.queue.notify();
+                Ok(())
+            }
+            Err(store::StoreError::NotFound) => Err(self.not_found(function, qualifier)),
+            Err(e) => Err(LambdaError::service(format!("cannot queue the event: {e}"))),
+        }
+    }
+
+    /// Used by the async dispatcher.
+    fn invoke_async(&self, ev: &store::AsyncEvent) -> impl std::future::Future<Output = Result<InvokeResult, LambdaError>> + Send + 'static {
+        let this = self.clone();
+        let req = InvokeRequest {
+            function: ev.function.clone(),
+            qualifier: ev.qualifier.clone(),
+            payload: Bytes::from(ev.payload.clone()),
+            tail: false,
+            client_context: None,
+            request_id: ev.request_id.clone(),
+            trigger: Trigger::Async,
+        };
+        async move { this.invoke(req).await }
+    }
+}

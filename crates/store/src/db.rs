@@ -201,25 +201,38 @@ impl Db {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Events due at or before `now_ms`, oldest first, skipping `exclude` (events in flight).
-    pub fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<AsyncEvent>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms
-             FROM async_events WHERE next_attempt_ms <= ?1 ORDER BY next_attempt_ms, id LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
-            Ok(AsyncEvent {
-                id: r.get(0)?,
-                request_id: r.get(1)?,
-                function: r.get(2)?,
-                qualifier: r.get(3)?,
-                payload: r.get(4)?,
-                received_ms: r.get(5)?,
-                attempts: r.get(6)?,
-                next_attempt_ms: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    /// Takes up to `limit` due events and pushes their next attempt to `lease_until_ms`, in one
+    /// transaction, so they are not handed out twice while in flight. If the process dies, the
+    /// lease expires and they are delivered again (at least once).
+    pub fn claim_due_events(&mut self, now_ms: i64, limit: usize, lease_until_ms: i64) -> Result<Vec<AsyncEvent>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let events = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms
+                 FROM async_events WHERE next_attempt_ms <= ?1 ORDER BY next_attempt_ms, id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+                Ok(AsyncEvent {
+                    id: r.get(0)?,
+                    request_id: r.get(1)?,
+                    function: r.get(2)?,
+                    qualifier: r.get(3)?,
+                    payload: r.get(4)?,
+                    received_ms: r.get(5)?,
+                    attempts: r.get(6)?,
+                    next_attempt_ms: r.get(7)?,
+                })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        {
+            let mut upd = tx.prepare_cached("UPDATE async_events SET next_attempt_ms = ?2 WHERE id = ?1")?;
+            for e in &events {
+                upd.execute(params![e.id, lease_until_ms])?;
+            }
+        }
+        tx.commit()?;
+        Ok(events)
     }
 
     /// The earliest time any queued event is due.
@@ -314,9 +327,12 @@ mod tests {
             next_attempt_ms: 1,
         };
         db.enqueue_event(&ev).unwrap();
-        assert_eq!(db.due_events(10, 10).unwrap().len(), 1);
+        let claimed = db.claim_due_events(10, 10, 1000).unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert!(db.claim_due_events(10, 10, 1000).unwrap().is_empty(), "a claimed event is leased");
+        assert_eq!(db.claim_due_events(1000, 10, 2000).unwrap().len(), 1, "the lease expires");
         assert!(db.delete_function("f").unwrap());
-        assert!(db.due_events(10, 10).unwrap().is_empty());
+        assert!(db.claim_due_events(i64::MAX, 10, 0).unwrap().is_empty());
         assert!(matches!(db.enqueue_event(&ev), Err(StoreError::NotFound)));
     }
 }

@@ -41,6 +41,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("the database worker stopped")]
     WorkerGone,
+    /// A change was refused by a rule the caller broke (reported to them as is).
+    #[error("{0}")]
+    Rejected(model::LambdaError),
 }
 
 /// The data directory's stores.

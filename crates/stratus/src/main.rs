@@ -1,1 +1,56 @@
-fn main() {}
+//! The `stratus` binary: `serve` wires the components together; the other subcommands are a
+//! small CLI that talks to a running server over its HTTP API.
+
+mod cli;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Stratus: a self-hosted serverless platform that speaks AWS Lambda's APIs.
+///
+/// Run `stratus serve`, then point the AWS CLI or an AWS SDK at it with
+/// `--endpoint-url http://127.0.0.1:9001` (any credentials are accepted).
+#[derive(Debug, Parser)]
+#[command(name = "stratus", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Stratus server (Lambda API, Runtime API, execution environments).
+    Serve(serve::ServeArgs),
+    /// Invoke a function and print its result (the log tail goes to stderr).
+    Invoke(cli::InvokeArgs),
+    /// List the functions.
+    Functions(cli::FunctionsArgs),
+    /// Print a function's log, optionally following new lines.
+    Logs(cli::LogsArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await.map(|_| 0),
+            Command::Invoke(args) => cli::invoke(args).await,
+            Command::Functions(args) => cli::functions(args).await.map(|_| 0),
+            Command::Logs(args) => cli::logs(args).await.map(|_| 0),
+        }
+    });
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

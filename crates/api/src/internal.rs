@@ -1,0 +1,76 @@
+//! Stratus's own endpoints beside the Lambda API: health, code downloads (the target of
+//! GetFunction's `Code.Location`) and function logs (for `stratus logs`).
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use model::{FunctionRef, LambdaError, NameUse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::ApiState;
+use crate::error::ApiError;
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/_stratus/health", get(health))
+        .route("/_stratus/code/{file}", get(code))
+        .route("/_stratus/logs/{function}", get(logs))
+}
+
+async fn health(State(state): State<ApiState>) -> Response {
+    let runtimes: Vec<&str> = state.invoker.catalogue().available().iter().map(|a| a.id.as_str()).collect();
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "region": state.scope.region,
+        "account": state.scope.account,
+        "runtimes": runtimes,
+    }))
+    .into_response()
+}
+
+async fn code(State(state): State<ApiState>, Path(file): Path<String>) -> Result<Response, ApiError> {
+    let not_found = || ApiError(LambdaError::not_found("No such code package"));
+    let hex = file.strip_suffix(".zip").ok_or_else(not_found)?;
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+        return Err(not_found());
+    }
+    let path = state.store.code.blob(hex);
+    let file = tokio::fs::File::open(&path).await.map_err(|_| not_found())?;
+    let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        StatusCode::OK,
+        [("content-type", "application/zip".to_string()), ("content-length", len.to_string())],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    /// Where the previous page ended.
+    cursor: Option<String>,
+    /// Only events at or after this time (epoch milliseconds).
+    since_ms: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// A page of a function's log: `{"events": [...], "cursor": "..."}`; pass the cursor back to
+/// continue (this is how `stratus logs --follow` polls).
+async fn logs(State(state): State<ApiState>, Path(function): Path<String>, Query(q): Query<LogsQuery>) -> Result<Response, ApiError> {
+    let r = FunctionRef::parse(&function, NameUse::Reference)?;
+    let cursor = q.cursor.as_deref().and_then(store::LogCursor::decode);
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let logs = state.store.logs.clone();
+    let (events, next) = tokio::task::spawn_blocking(move || logs.read(&r.name, cursor, limit))
+        .await
+        .map_err(|_| ApiError(LambdaError::service("the log reader stopped")))?
+        .map_err(|e| ApiError::internal("cannot read logs", store::StoreError::Io(e)))?;
+    let events: Vec<_> = events.into_iter().filter(|e| q.since_ms.is_none_or(|s| e.timestamp >= s)).collect();
+    Ok(Json(json!({ "events": events, "cursor": next.encode() })).into_response())
+}

@@ -1,0 +1,105 @@
+//! `stratus serve`: open the data directory, find the runtimes, start the invoker and serve
+//! the API until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use model::Scope;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where functions, code, logs and the queue are kept.
+    #[arg(long, env = "STRATUS_DATA_DIR", default_value = "./.stratus")]
+    data_dir: PathBuf,
+    /// Address of the Lambda API (use port 0 for any free port).
+    #[arg(long, env = "STRATUS_LISTEN", default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// Region named in ARNs.
+    #[arg(long, env = "STRATUS_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Account id named in ARNs (12 digits).
+    #[arg(long, env = "STRATUS_ACCOUNT", default_value = "000000000000")]
+    account: String,
+    /// Seconds an idle execution environment is kept warm before it is stopped.
+    #[arg(long, env = "STRATUS_KEEP_ALIVE", default_value_t = 300)]
+    keep_alive: u64,
+    /// The most execution environments one function may run at once.
+    #[arg(long, env = "STRATUS_MAX_ENVIRONMENTS", default_value_t = 100)]
+    max_environments: usize,
+    /// Seconds before the first retry of a failed asynchronous invocation (the second waits twice as long).
+    #[arg(long, env = "STRATUS_ASYNC_RETRY_DELAY", default_value_t = 60)]
+    async_retry_delay: u64,
+    /// Bytes of logs kept per function before the oldest are removed.
+    #[arg(long, env = "STRATUS_LOG_BUDGET", default_value_t = 64 << 20)]
+    log_budget: u64,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing();
+    if args.account.len() != 12 || !args.account.chars().all(|c| c.is_ascii_digit()) {
+        anyhow::bail!("--account must be 12 digits, got {:?}", args.account);
+    }
+    let scope = Scope { region: args.region.clone(), account: args.account.clone() };
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let log_limits = store::LogLimits { budget_per_function: args.log_budget, ..Default::default() };
+    let store = store::Store::open(&data_dir, log_limits).context("cannot open the data directory")?;
+    match store.collect_garbage() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed unreferenced code packages"),
+        Err(e) => tracing::warn!(error = %e, "cannot collect unreferenced code packages"),
+    }
+    let mut config = invoke::InvokerConfig::new(scope.clone(), &data_dir);
+    config.keep_alive = Duration::from_secs(args.keep_alive);
+    config.max_envs_per_function = args.max_environments.max(1);
+    config.async_retry_delay = Duration::from_secs(args.async_retry_delay);
+    runtimes::install_bootstraps(&config.runtime_dir).context("cannot install the runtime bootstraps")?;
+    let catalogue = runtimes::Catalogue::detect();
+    let names: Vec<&str> = catalogue.available().iter().map(|a| a.id.as_str()).collect();
+    tracing::info!(runtimes = %names.join(", "), "runtimes available on this host");
+    let backend: Arc<dyn sandbox::Backend> = Arc::new(sandbox::ProcessBackend);
+    if !backend.isolated() {
+        tracing::warn!(
+            "execution environments are NOT isolated: functions run as plain processes with the server's privileges (development mode)"
+        );
+    }
+    let invoker = invoke::Invoker::start(config, store.clone(), catalogue, backend);
+    let app = api::router(api::ApiState { store, invoker: invoker.clone(), scope });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(data_dir = %data_dir.display(), "Stratus is ready");
+    // Tests and scripts read the bound address from this line.
+    println!("Stratus listening on http://{addr}");
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("shutting down: stopping execution environments");
+    invoker.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("STRATUS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

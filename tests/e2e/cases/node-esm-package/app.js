@@ -1,0 +1,1 @@
+export const nested = { fn: async () => "esm" };

@@ -1,0 +1,4 @@
+import sys
+
+def handler(event, context):
+    sys.exit(3)

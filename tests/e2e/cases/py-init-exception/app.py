@@ -1,0 +1,4 @@
+raise Exception("Runtime startup fails")
+
+def handler(event, context):
+    return 1

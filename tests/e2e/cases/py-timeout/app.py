@@ -1,0 +1,4 @@
+import time
+
+def handler(event, context):
+    time.sleep(30)

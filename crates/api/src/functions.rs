@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use base64::Engine;
 use model::{FunctionConfig, FunctionRef, LambdaError, NameUse};
 use serde::Deserialize;
@@ -78,9 +78,7 @@ fn unsupported_code_source() -> ApiError {
 }
 
 fn no_publish() -> ApiError {
-    ApiError(LambdaError::invalid_parameter(
-        "Publishing versions is not supported by this Stratus yet; omit Publish.",
-    ))
+    ApiError(LambdaError::invalid_parameter("Publishing versions is not supported by this Stratus yet; omit Publish."))
 }
 
 fn json_response(status: StatusCode, v: serde_json::Value) -> Response {
@@ -95,10 +93,15 @@ pub async fn create_function(State(state): State<ApiState>, body: Body) -> ApiRe
     };
     let name = FunctionRef::parse(raw_name, NameUse::Create)?.resolve(&state.scope, None)?;
     if name.qualifier.is_some() {
-        return Err(LambdaError::invalid_parameter("Unsupported function name with a qualifier for CreateFunction.").into());
+        return Err(
+            LambdaError::invalid_parameter("Unsupported function name with a qualifier for CreateFunction.").into()
+        );
     }
     if input.package_type.as_deref().is_some_and(|p| p != "Zip") {
-        return Err(LambdaError::invalid_parameter("Stratus runs Zip functions only; PackageType Image is not supported.").into());
+        return Err(LambdaError::invalid_parameter(
+            "Stratus runs Zip functions only; PackageType Image is not supported.",
+        )
+        .into());
     }
     if input.publish == Some(true) {
         return Err(no_publish());
@@ -129,7 +132,10 @@ pub async fn create_function(State(state): State<ApiState>, body: Body) -> ApiRe
     }
     state.invoker.invalidate(&config.name);
     tracing::info!(function = %config.name, runtime = %config.runtime, code_sha256 = %config.code_sha256, "function created");
-    Ok(json_response(StatusCode::CREATED, wire::function_configuration(&config, &state.scope, StateView::Creating, false)))
+    Ok(json_response(
+        StatusCode::CREATED,
+        wire::function_configuration(&config, &state.scope, StateView::Creating, false),
+    ))
 }
 
 async fn load(state: &ApiState, r: &FunctionRef) -> Result<FunctionConfig, ApiError> {
@@ -158,7 +164,8 @@ pub async fn get_function(
     let r = function_ref(&state, &raw, q.qualifier.as_deref())?;
     let config = load(&state, &r).await?;
     let name = r.name.clone();
-    let tags = state.store.run(move |db| db.tags(&name)).await.map_err(|e| ApiError::internal("cannot read tags", e))?;
+    let tags =
+        state.store.run(move |db| db.tags(&name)).await.map_err(|e| ApiError::internal("cannot read tags", e))?;
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     let mut out = json!({
         "Configuration": wire::function_configuration(&config, &state.scope, StateView::Settled, r.qualifier.is_some()),
@@ -250,7 +257,7 @@ pub async fn update_code(State(state): State<ApiState>, Path(raw): Path<String>,
         // Validate the package without keeping anything: unpack into a scratch store.
         let scratch = std::env::temp_dir().join(format!("stratus-dryrun-{}", uuid_like()));
         let result = tokio::task::spawn_blocking(move || {
-            let out = store::CodeStore::open(scratch.clone()).and_then(|cs| Ok(cs.ingest(&zip)));
+            let out = store::CodeStore::open(scratch.clone()).map(|cs| cs.ingest(&zip));
             let _ = std::fs::remove_dir_all(&scratch);
             out
         })
@@ -262,7 +269,10 @@ pub async fn update_code(State(state): State<ApiState>, Path(raw): Path<String>,
             Err(e) => return Err(ApiError::internal("cannot validate the code package", StoreError::Io(e))),
         }
         let config = load(&state, &r).await?;
-        return Ok(json_response(StatusCode::OK, wire::function_configuration(&config, &state.scope, StateView::Settled, false)));
+        return Ok(json_response(
+            StatusCode::OK,
+            wire::function_configuration(&config, &state.scope, StateView::Settled, false),
+        ));
     }
     let stored = state.store.ingest_code(zip).await.map_err(code_error)?;
     let name = r.name.clone();
@@ -289,7 +299,11 @@ fn uuid_like() -> String {
     format!("{}-{}", std::process::id(), model::logfmt::now_ms())
 }
 
-fn updated(state: &ApiState, r: &FunctionRef, result: Result<FunctionConfig, StoreError>) -> Result<FunctionConfig, ApiError> {
+fn updated(
+    state: &ApiState,
+    r: &FunctionRef,
+    result: Result<FunctionConfig, StoreError>,
+) -> Result<FunctionConfig, ApiError> {
     match result {
         Ok(c) => Ok(c),
         Err(StoreError::NotFound) => Err(not_found(state, &r.name, None)),
@@ -339,12 +353,19 @@ pub async fn delete_function(
     match r.qualifier.as_deref() {
         None => {}
         Some(model::LATEST) => {
-            return Err(LambdaError::invalid_parameter("$LATEST version cannot be deleted without deleting the function.").into());
+            return Err(LambdaError::invalid_parameter(
+                "$LATEST version cannot be deleted without deleting the function.",
+            )
+            .into());
         }
         Some(q) => return Err(not_found(&state, &r.name, Some(q))),
     }
     let name = r.name.clone();
-    let existed = state.store.run(move |db| db.delete_function(&name)).await.map_err(|e| ApiError::internal("cannot delete the function", e))?;
+    let existed = state
+        .store
+        .run(move |db| db.delete_function(&name))
+        .await
+        .map_err(|e| ApiError::internal("cannot delete the function", e))?;
     if !existed {
         return Err(not_found(&state, &r.name, None));
     }
@@ -354,7 +375,8 @@ pub async fn delete_function(
 }
 
 pub async fn account_settings(State(state): State<ApiState>) -> ApiResult {
-    let (count, size) = state.store.run(|db| db.usage()).await.map_err(|e| ApiError::internal("cannot read usage", e))?;
+    let (count, size) =
+        state.store.run(|db| db.usage()).await.map_err(|e| ApiError::internal("cannot read usage", e))?;
     Ok(json_response(
         StatusCode::OK,
         json!({
@@ -374,7 +396,10 @@ pub async fn account_settings(State(state): State<ApiState>) -> ApiResult {
 async fn tag_target(state: &ApiState, arn: &str) -> Result<String, ApiError> {
     let r = model::names::parse_function_arn(arn, &state.scope)?;
     if r.qualifier.is_some() {
-        return Err(LambdaError::invalid_parameter("Tags on function aliases and versions are not supported. Please specify a function ARN.").into());
+        return Err(LambdaError::invalid_parameter(
+            "Tags on function aliases and versions are not supported. Please specify a function ARN.",
+        )
+        .into());
     }
     let name = r.name.clone();
     let exists = state
@@ -391,7 +416,8 @@ async fn tag_target(state: &ApiState, arn: &str) -> Result<String, ApiError> {
 
 pub async fn list_tags(State(state): State<ApiState>, Path(arn): Path<String>) -> ApiResult {
     let name = tag_target(&state, &arn).await?;
-    let tags = state.store.run(move |db| db.tags(&name)).await.map_err(|e| ApiError::internal("cannot read tags", e))?;
+    let tags =
+        state.store.run(move |db| db.tags(&name)).await.map_err(|e| ApiError::internal("cannot read tags", e))?;
     Ok(json_response(StatusCode::OK, json!({ "Tags": tags.unwrap_or_default() })))
 }
 
@@ -418,7 +444,9 @@ pub async fn tag_resource(State(state): State<ApiState>, Path(arn): Path<String>
             let mut tags = db.tags(&name)?.ok_or(StoreError::NotFound)?;
             tags.extend(new_tags);
             if tags.len() > 50 {
-                return Err(StoreError::Rejected(LambdaError::invalid_parameter("A function can have at most 50 tags.")));
+                return Err(StoreError::Rejected(LambdaError::invalid_parameter(
+                    "A function can have at most 50 tags.",
+                )));
             }
             db.set_tags(&name, &tags)?;
             Ok(())
@@ -431,13 +459,18 @@ pub async fn tag_resource(State(state): State<ApiState>, Path(arn): Path<String>
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn untag_resource(State(state): State<ApiState>, Path(arn): Path<String>, RawQuery(query): RawQuery) -> ApiResult {
+pub async fn untag_resource(
+    State(state): State<ApiState>,
+    Path(arn): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     let keys: Vec<String> = query
         .unwrap_or_default()
         .split('&')
         .filter_map(|pair| {
             let (k, v) = pair.split_once('=')?;
-            (k == "tagKeys").then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
+            (k == "tagKeys")
+                .then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
         })
         .collect();
     if keys.is_empty() {

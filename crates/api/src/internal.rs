@@ -43,11 +43,7 @@ async fn code(State(state): State<ApiState>, Path(file): Path<String>) -> Result
     let file = tokio::fs::File::open(&path).await.map_err(|_| not_found())?;
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
-    Ok((
-        StatusCode::OK,
-        [("content-type", "application/zip".to_string()), ("content-length", len.to_string())],
-        body,
-    )
+    Ok((StatusCode::OK, [("content-type", "application/zip".to_string()), ("content-length", len.to_string())], body)
         .into_response())
 }
 
@@ -62,7 +58,11 @@ pub struct LogsQuery {
 
 /// A page of a function's log: `{"events": [...], "cursor": "..."}`; pass the cursor back to
 /// continue (this is how `stratus logs --follow` polls).
-async fn logs(State(state): State<ApiState>, Path(function): Path<String>, Query(q): Query<LogsQuery>) -> Result<Response, ApiError> {
+async fn logs(
+    State(state): State<ApiState>,
+    Path(function): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
     let r = FunctionRef::parse(&function, NameUse::Reference)?;
     let cursor = q.cursor.as_deref().and_then(store::LogCursor::decode);
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);

@@ -1,14 +1,14 @@
 //! Invoke (and the deprecated InvokeAsync): the headers, status codes and payload rules of
 //! reference/lambda-compat.md §2.3. Function errors are HTTP 200 with `X-Amz-Function-Error`.
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use base64::Engine;
-use model::invoke::{InvocationType, InvokeRequest, MAX_ASYNC_PAYLOAD, MAX_CLIENT_CONTEXT, MAX_SYNC_PAYLOAD, Trigger};
 use model::LambdaError;
+use model::invoke::{InvocationType, InvokeRequest, MAX_ASYNC_PAYLOAD, MAX_CLIENT_CONTEXT, MAX_SYNC_PAYLOAD, Trigger};
 
 use crate::error::ApiError;
 use crate::functions::{QualifierQuery, function_ref};
@@ -42,13 +42,21 @@ pub async fn invoke(
     let itype = match header(&headers, "x-amz-invocation-type") {
         None => InvocationType::RequestResponse,
         Some(s) => InvocationType::parse(s).ok_or_else(|| {
-            LambdaError::validation(s, "invocationType", "Member must satisfy enum value set: [Event, RequestResponse, DryRun]")
+            LambdaError::validation(
+                s,
+                "invocationType",
+                "Member must satisfy enum value set: [Event, RequestResponse, DryRun]",
+            )
         })?,
     };
     let tail = match header(&headers, "x-amz-log-type") {
         None | Some("None") => false,
         Some("Tail") => true,
-        Some(s) => return Err(LambdaError::validation(s, "logType", "Member must satisfy enum value set: [None, Tail]").into()),
+        Some(s) => {
+            return Err(
+                LambdaError::validation(s, "logType", "Member must satisfy enum value set: [None, Tail]").into()
+            );
+        }
     };
     let client_context = match header(&headers, "x-amz-client-context") {
         None => None,
@@ -66,7 +74,9 @@ pub async fn invoke(
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .filter(|s| serde_json::from_str::<serde_json::Value>(s).is_ok())
-                .ok_or_else(|| LambdaError::invalid_content("Client context must be a valid Base64-encoded JSON object."))?;
+                .ok_or_else(|| {
+                    LambdaError::invalid_content("Client context must be a valid Base64-encoded JSON object.")
+                })?;
             Some(decoded)
         }
     };

@@ -6,6 +6,7 @@
 //! errors become HTTP. Every response carries `x-amzn-RequestId`; for Invoke it is the request
 //! id the function sees. Requests signed with any SigV4 credentials are accepted (signature
 //! verification belongs to the authentication work).
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
 mod functions;
@@ -15,13 +16,13 @@ mod wire;
 
 use std::time::Instant;
 
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use http_body_util::BodyExt;
 use invoke as invoke_handlers;
 use model::{LambdaError, Scope};

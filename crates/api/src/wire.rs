@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 /// Parses a JSON request body, mapping failures to `InvalidRequestContentException`.
 pub fn parse_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, LambdaError> {
     let body = if body.is_empty() { b"{}".as_slice() } else { body };
-    serde_json::from_slice(body).map_err(|e| LambdaError::invalid_content(format!("Could not parse request body into json: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| LambdaError::invalid_content(format!("Could not parse request body into json: {e}")))
 }
 
 #[derive(Debug, Default, Deserialize)]

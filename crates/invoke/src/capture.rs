@@ -72,7 +72,8 @@ struct Tail {
 
 impl Tail {
     fn push(&mut self, line: &str) {
-        let keep = if line.len() > LOG_TAIL_BYTES { &line[floor_boundary(line, line.len() - LOG_TAIL_BYTES)..] } else { line };
+        let keep =
+            if line.len() > LOG_TAIL_BYTES { &line[floor_boundary(line, line.len() - LOG_TAIL_BYTES)..] } else { line };
         self.bytes += keep.len() + 1;
         self.lines.push_back(keep.to_string());
         while self.bytes > LOG_TAIL_BYTES * 2 && self.lines.len() > 1 {

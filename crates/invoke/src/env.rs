@@ -93,7 +93,9 @@ pub struct StartFailure {
 
 fn exit_message(request_id: &str, exit: Option<Exit>) -> String {
     match exit {
-        Some(Exit::Code(0)) | None => format!("RequestId: {request_id} Error: Runtime exited without providing a reason"),
+        Some(Exit::Code(0)) | None => {
+            format!("RequestId: {request_id} Error: Runtime exited without providing a reason")
+        }
         Some(e) => format!("RequestId: {request_id} Error: Runtime exited with error: {e}"),
     }
 }
@@ -128,7 +130,10 @@ impl Environment {
             Ok(p) => p,
             Err(e) => {
                 return Err(StartFailure {
-                    failure: FunctionFailure::platform("Sandbox.Failure", format!("RequestId: {request_id} Error: {e}")),
+                    failure: FunctionFailure::platform(
+                        "Sandbox.Failure",
+                        format!("RequestId: {request_id} Error: {e}"),
+                    ),
                     log_tail: None,
                 });
             }
@@ -137,7 +142,8 @@ impl Environment {
         if let Some(rt_version) = runtime_version(&bp.config.runtime) {
             capture.line(rt_version).await;
         }
-        let booted = Self::boot(&bp, backend, id, dir.clone(), &stream, writer, capture.clone(), request_id, began).await;
+        let booted =
+            Self::boot(&bp, backend, id, dir.clone(), &stream, writer, capture.clone(), request_id, began).await;
         let failure = match booted {
             Ok(env) => return Ok(env),
             Err(f) => f,
@@ -445,7 +451,12 @@ fn runtime_version(runtime: &str) -> Option<String> {
 }
 
 /// The environment of the runtime process (reference/lambda-compat.md §1.5).
-fn environment_variables(bp: &Blueprint, layout: &sandbox::Layout, runtime_api: &str, stream: &str) -> Vec<(String, String)> {
+fn environment_variables(
+    bp: &Blueprint,
+    layout: &sandbox::Layout,
+    runtime_api: &str,
+    stream: &str,
+) -> Vec<(String, String)> {
     let c = &bp.config;
     let task = layout.task_root.display().to_string();
     let opt = layout.opt.display().to_string();

@@ -9,6 +9,7 @@
 //! This crate speaks `model` types; it knows nothing of HTTP or Lambda's JSON wire shapes
 //! (except the error JSON the platform itself produces for a function, which is part of the
 //! function's answer).
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod capture;
 mod env;
@@ -128,7 +129,8 @@ impl Invoker {
             loop {
                 tokio::time::sleep(period).await;
                 let Some(inner) = weak.upgrade() else { break };
-                let pools: Vec<Arc<Pool>> = inner.pools.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+                let pools: Vec<Arc<Pool>> =
+                    inner.pools.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
                 for pool in pools {
                     let n = pool.reap(keep_alive);
                     if n > 0 {
@@ -239,8 +241,14 @@ impl Invoker {
             Slot::Warm(env) => env,
             Slot::Full => return Err(LambdaError::throttled(ThrottleReason::ConcurrentInvocationLimitExceeded)),
             Slot::Cold => {
-                match Environment::start(bp.clone(), self.inner.backend.as_ref(), self.inner.sink.clone(), &req.request_id, req.tail)
-                    .await
+                match Environment::start(
+                    bp.clone(),
+                    self.inner.backend.as_ref(),
+                    self.inner.sink.clone(),
+                    &req.request_id,
+                    req.tail,
+                )
+                .await
                 {
                     Ok(env) => env,
                     Err(start) => {
@@ -267,12 +275,24 @@ impl Invoker {
             Ok((body, ct)) => (body, None, ct),
             Err(f) => (f.body, Some("Unhandled"), Some("application/json".into())),
         };
-        Ok(InvokeResult { payload, function_error, executed_version: bp.config.version.clone(), log_tail: done.log_tail, content_type })
+        Ok(InvokeResult {
+            payload,
+            function_error,
+            executed_version: bp.config.version.clone(),
+            log_tail: done.log_tail,
+            content_type,
+        })
     }
 
     /// Accepts an asynchronous (Event) invocation: it is committed to the queue before this
     /// returns, and delivered by the dispatcher.
-    pub async fn enqueue(&self, function: &str, qualifier: Option<&str>, payload: Bytes, request_id: &str) -> Result<(), LambdaError> {
+    pub async fn enqueue(
+        &self,
+        function: &str,
+        qualifier: Option<&str>,
+        payload: Bytes,
+        request_id: &str,
+    ) -> Result<(), LambdaError> {
         if let Some(q) = qualifier
             && q != model::LATEST
         {
@@ -300,7 +320,10 @@ impl Invoker {
     }
 
     /// Used by the async dispatcher.
-    fn invoke_async(&self, ev: &store::AsyncEvent) -> impl std::future::Future<Output = Result<InvokeResult, LambdaError>> + Send + 'static {
+    fn invoke_async(
+        &self,
+        ev: &store::AsyncEvent,
+    ) -> impl std::future::Future<Output = Result<InvokeResult, LambdaError>> + Send + 'static {
         let this = self.clone();
         let req = InvokeRequest {
             function: ev.function.clone(),

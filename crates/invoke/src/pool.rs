@@ -34,7 +34,13 @@ pub enum Slot {
 
 impl Pool {
     pub fn new(blueprint: Arc<Blueprint>, cap: usize) -> Self {
-        Self { blueprint, idle: std::sync::Mutex::new(Vec::new()), live: AtomicUsize::new(0), retired: AtomicBool::new(false), cap }
+        Self {
+            blueprint,
+            idle: std::sync::Mutex::new(Vec::new()),
+            live: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            cap,
+        }
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Environment>> {
@@ -82,7 +88,8 @@ impl Pool {
         let now = Instant::now();
         let expired: Vec<Environment> = {
             let mut idle = self.idle();
-            let (old, keep): (Vec<_>, Vec<_>) = idle.drain(..).partition(|e| now.duration_since(e.last_used) > keep_alive);
+            let (old, keep): (Vec<_>, Vec<_>) =
+                idle.drain(..).partition(|e| now.duration_since(e.last_used) > keep_alive);
             *idle = keep;
             old
         };

@@ -120,7 +120,9 @@ async fn deliver(invoker: &Invoker, ev: AsyncEvent) {
     let id = ev.id;
     let result = match next {
         Next::Done => invoker.inner.store.run(move |db| db.delete_event(id)).await,
-        Next::Retry { attempts, at_ms } => invoker.inner.store.run(move |db| db.reschedule_event(id, attempts, at_ms)).await,
+        Next::Retry { attempts, at_ms } => {
+            invoker.inner.store.run(move |db| db.reschedule_event(id, attempts, at_ms)).await
+        }
     };
     if let Err(e) = result {
         tracing::error!(error = %e, "cannot update the async queue");

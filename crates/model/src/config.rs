@@ -227,7 +227,13 @@ impl ConfigInput {
     }
 
     /// Builds the configuration of a new function from validated settings.
-    pub fn into_new_config(self, name: &str, code_sha256: &str, code_size: u64, now_ms: i64) -> Result<FunctionConfig, LambdaError> {
+    pub fn into_new_config(
+        self,
+        name: &str,
+        code_sha256: &str,
+        code_size: u64,
+        now_ms: i64,
+    ) -> Result<FunctionConfig, LambdaError> {
         let (Some(runtime), Some(handler)) = (self.runtime.clone(), self.handler.clone()) else {
             return Err(LambdaError::invalid_parameter(
                 "Runtime and Handler are mandatory parameters for functions created with deployment packages.",

@@ -4,6 +4,7 @@
 //!
 //! Pure data and rules: no I/O, no HTTP. The `api` crate maps these to Lambda's JSON wire
 //! shapes; everything else speaks these types.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod config;
 pub mod error;

@@ -210,11 +210,7 @@ fn format_arn(region: &str, account: &str, name: &str, qualifier: Option<&str>) 
 /// Validates a `Qualifier` query parameter.
 pub fn validate_qualifier(q: &str) -> Result<(), LambdaError> {
     if q.is_empty() || q.len() > 128 {
-        return Err(LambdaError::validation(
-            q,
-            "qualifier",
-            "Member must have length less than or equal to 128",
-        ));
+        return Err(LambdaError::validation(q, "qualifier", "Member must have length less than or equal to 128"));
     }
     if !is_qualifier(q) {
         return Err(LambdaError::validation(
@@ -249,8 +245,8 @@ mod tests {
         assert_eq!((r.name.as_str(), r.qualifier), ("my-fn", None));
         let r = FunctionRef::parse("my-fn:prod", NameUse::Reference).unwrap();
         assert_eq!(r.qualifier.as_deref(), Some("prod"));
-        let r = FunctionRef::parse("arn:aws:lambda:us-east-1:000000000000:function:f:$LATEST", NameUse::Reference)
-            .unwrap();
+        let r =
+            FunctionRef::parse("arn:aws:lambda:us-east-1:000000000000:function:f:$LATEST", NameUse::Reference).unwrap();
         assert_eq!(r.name, "f");
         assert_eq!(r.qualifier.as_deref(), Some("$LATEST"));
         assert_eq!(r.region.as_deref(), Some("us-east-1"));

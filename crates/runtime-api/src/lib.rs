@@ -8,6 +8,7 @@
 //! answer to the same invocation is refused.
 //!
 //! Wire contract: reference/lambda-compat.md §1.1–1.3.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,9 +44,15 @@ pub struct Invocation {
 /// How the runtime answered one invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Response { body: Bytes, content_type: Option<String> },
+    Response {
+        body: Bytes,
+        content_type: Option<String>,
+    },
     /// `/error`: the runtime's error type header (if any) and its body, passed on verbatim.
-    Error { error_type: Option<String>, body: Bytes },
+    Error {
+        error_type: Option<String>,
+        body: Bytes,
+    },
     /// The response exceeded [`MAX_RESPONSE_PAYLOAD`].
     TooLarge,
 }
@@ -196,17 +203,24 @@ async fn read_bounded(body: Body) -> Result<Option<Bytes>, Response> {
     }
 }
 
+/// Why the Runtime API refused a runtime's request.
+struct Refusal(StatusCode, &'static str, &'static str);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        api_error(self.0, self.1, self.2)
+    }
+}
+
+const INTERNAL: Refusal = Refusal(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "Internal Server Error");
+
 /// Takes the current invocation if `id` names it.
-fn take_current(shared: &Shared, id: &str) -> Result<Current, Response> {
-    let mut cur = shared.current.lock().map_err(|_| {
-        api_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "Internal Server Error")
-    })?;
+fn take_current(shared: &Shared, id: &str) -> Result<Current, Refusal> {
+    let mut cur = shared.current.lock().map_err(|_| INTERNAL)?;
     match cur.as_ref() {
-        Some(c) if c.request_id == id => cur.take().ok_or_else(|| {
-            api_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "Internal Server Error")
-        }),
-        Some(_) => Err(api_error(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")),
-        None => Err(api_error(
+        Some(c) if c.request_id == id => cur.take().ok_or(INTERNAL),
+        Some(_) => Err(Refusal(StatusCode::BAD_REQUEST, "InvalidRequestID", "Invalid request ID")),
+        None => Err(Refusal(
             StatusCode::FORBIDDEN,
             "InvalidStateTransition",
             "State transition from Ready to InvocationResponse failed for runtime. Error: no invocation is in progress",
@@ -222,7 +236,12 @@ fn too_large() -> Response {
     )
 }
 
-async fn response(State(shared): State<Arc<Shared>>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn response(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if let Some(mode) = headers.get("lambda-runtime-function-response-mode")
         && mode.as_bytes() != b"streaming"
     {
@@ -234,7 +253,7 @@ async fn response(State(shared): State<Arc<Shared>>, Path(id): Path<String>, hea
     };
     let cur = match take_current(&shared, &id) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     match body {
         Some(body) => {
@@ -261,7 +280,7 @@ async fn error(State(shared): State<Arc<Shared>>, Path(id): Path<String>, header
     };
     let cur = match take_current(&shared, &id) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into_response(),
     };
     let _ = cur.reply.send(Outcome::Error { error_type: error_type(&headers), body });
     accepted()
@@ -339,10 +358,7 @@ mod tests {
             assert_eq!(again, 403);
         });
         assert_eq!(ep.signal().await, Some(Signal::Ready));
-        assert_eq!(
-            rx.await.unwrap(),
-            Outcome::Response { body: Bytes::from_static(b"\"done\""), content_type: None }
-        );
+        assert_eq!(rx.await.unwrap(), Outcome::Response { body: Bytes::from_static(b"\"done\""), content_type: None });
         runtime.await.unwrap();
     }
 

@@ -7,6 +7,7 @@
 //! `provided.al2`) run the package's own `bootstrap`.
 //!
 //! This crate decides *what* to run; the `sandbox` decides *how confined*.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use std::fs;
 use std::io;
@@ -200,8 +201,10 @@ mod tests {
 
     #[test]
     fn provided_runtimes_run_the_package_bootstrap() {
-        let cat = Catalogue::with(vec![Available { id: "provided.al2".into(), family: Family::Provided, interpreter: None }]);
-        let paths = Paths { task_root: Path::new("/var/task"), runtime_dir: Path::new("/var/runtime"), opt: Path::new("/opt") };
+        let cat =
+            Catalogue::with(vec![Available { id: "provided.al2".into(), family: Family::Provided, interpreter: None }]);
+        let paths =
+            Paths { task_root: Path::new("/var/task"), runtime_dir: Path::new("/var/runtime"), opt: Path::new("/opt") };
         assert_eq!(cat.launch("provided.al2", &paths).unwrap(), Launch::Bootstrap);
     }
 

@@ -8,6 +8,7 @@
 //! event loop it uses.
 //!
 //! This crate holds the project's `unsafe` code; every block says why it is sound.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod process;
 

@@ -59,10 +59,9 @@ impl Backend for ProcessBackend {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|source| SandboxError::Spawn {
-            program: spec.program.display().to_string(),
-            source,
-        })?;
+        let child = cmd
+            .spawn()
+            .map_err(|source| SandboxError::Spawn { program: spec.program.display().to_string(), source })?;
         let pid = child.id() as i32;
         let pidfd = pidfd_open(pid).map_err(|source| SandboxError::Pidfd { pid, source })?;
         Ok(Box::new(ProcessGroup { child, pidfd, exited: None }))

@@ -225,7 +225,11 @@ fn unpack(zip_bytes: &[u8], dest: &Path) -> Result<(), CodeError> {
         }
         if entry.is_symlink() {
             let mut target = String::new();
-            entry.by_ref().take(4096).read_to_string(&mut target).map_err(|_| CodeError::HostileSymlink(name.clone()))?;
+            entry
+                .by_ref()
+                .take(4096)
+                .read_to_string(&mut target)
+                .map_err(|_| CodeError::HostileSymlink(name.clone()))?;
             if !symlink_stays_inside(&rel, &target) {
                 return Err(CodeError::HostileSymlink(name));
             }
@@ -365,8 +369,11 @@ mod tests {
         let (_d, s) = store();
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
         for i in 0..=MAX_ENTRIES {
-            w.start_file(format!("f{i}"), SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored))
-                .unwrap();
+            w.start_file(
+                format!("f{i}"),
+                SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored),
+            )
+            .unwrap();
         }
         let z = w.finish().unwrap().into_inner();
         assert!(matches!(s.ingest(&z).unwrap_err(), CodeError::TooManyEntries));

@@ -73,9 +73,14 @@ impl Db {
     }
 
     /// Creates a function with its `$LATEST` configuration.
-    pub fn create_function(&mut self, config: &FunctionConfig, tags: &BTreeMap<String, String>) -> Result<(), StoreError> {
+    pub fn create_function(
+        &mut self,
+        config: &FunctionConfig,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        let exists: bool = tx.query_row("SELECT 1 FROM functions WHERE name = ?1", [&config.name], |_| Ok(())).optional()?.is_some();
+        let exists: bool =
+            tx.query_row("SELECT 1 FROM functions WHERE name = ?1", [&config.name], |_| Ok(())).optional()?.is_some();
         if exists {
             return Err(StoreError::AlreadyExists);
         }
@@ -92,7 +97,9 @@ impl Db {
     pub fn get_version(&self, name: &str, version: &str) -> Result<Option<FunctionConfig>, StoreError> {
         let json: Option<String> = self
             .conn
-            .query_row("SELECT config FROM versions WHERE function = ?1 AND version = ?2", [name, version], |r| r.get(0))
+            .query_row("SELECT config FROM versions WHERE function = ?1 AND version = ?2", [name, version], |r| {
+                r.get(0)
+            })
             .optional()?;
         json.map(|j| serde_json::from_str(&j).map_err(json_err)).transpose()
     }
@@ -111,7 +118,12 @@ impl Db {
     }
 
     /// Changes `$LATEST` in one transaction. `expected_revision`, if given, must match.
-    pub fn update_latest<F>(&mut self, name: &str, expected_revision: Option<&str>, change: F) -> Result<FunctionConfig, StoreError>
+    pub fn update_latest<F>(
+        &mut self,
+        name: &str,
+        expected_revision: Option<&str>,
+        change: F,
+    ) -> Result<FunctionConfig, StoreError>
     where
         F: FnOnce(&mut FunctionConfig) -> Result<(), StoreError>,
     {
@@ -204,7 +216,12 @@ impl Db {
     /// Takes up to `limit` due events and pushes their next attempt to `lease_until_ms`, in one
     /// transaction, so they are not handed out twice while in flight. If the process dies, the
     /// lease expires and they are delivered again (at least once).
-    pub fn claim_due_events(&mut self, now_ms: i64, limit: usize, lease_until_ms: i64) -> Result<Vec<AsyncEvent>, StoreError> {
+    pub fn claim_due_events(
+        &mut self,
+        now_ms: i64,
+        limit: usize,
+        lease_until_ms: i64,
+    ) -> Result<Vec<AsyncEvent>, StoreError> {
         let tx = self.conn.transaction()?;
         let events = {
             let mut stmt = tx.prepare_cached(
@@ -242,9 +259,9 @@ impl Db {
 
     /// Pushes an event's next attempt back (claiming it while it is in flight, or for a retry).
     pub fn reschedule_event(&mut self, id: i64, attempts: u32, next_attempt_ms: i64) -> Result<(), StoreError> {
-        self.conn.prepare_cached("UPDATE async_events SET attempts = ?2, next_attempt_ms = ?3 WHERE id = ?1")?.execute(
-            params![id, attempts, next_attempt_ms],
-        )?;
+        self.conn
+            .prepare_cached("UPDATE async_events SET attempts = ?2, next_attempt_ms = ?3 WHERE id = ?1")?
+            .execute(params![id, attempts, next_attempt_ms])?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 //!
 //! The database is reached through [`Store::run`], which hops to a blocking thread so no
 //! async task waits on SQLite. Nothing here knows HTTP or Lambda's wire shapes.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod code;
 pub mod db;

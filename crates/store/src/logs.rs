@@ -126,7 +126,9 @@ impl LogStore {
             .name("stratus-logs".into())
             .spawn(move || Writer { store, files: HashMap::new() }.run(rx))
             .map(|_| ())
-            .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the log writer; function logs will not be stored"));
+            .unwrap_or_else(
+                |e| tracing::error!(error = %e, "cannot start the log writer; function logs will not be stored"),
+            );
         LogSink { tx }
     }
 

@@ -135,7 +135,11 @@ pub async fn functions(args: FunctionsArgs) -> anyhow::Result<()> {
         if let Some(m) = &marker {
             url.push_str(&format!("&Marker={}", path_segment(m)));
         }
-        let resp = http.get(url).send().await.with_context(|| format!("cannot reach Stratus at {}", args.endpoint.endpoint))?;
+        let resp = http
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach Stratus at {}", args.endpoint.endpoint))?;
         let page: Value = check(resp).await?.json().await?;
         all.extend(page["Functions"].as_array().cloned().unwrap_or_default());
         marker = page.get("NextMarker").and_then(Value::as_str).map(str::to_string);
@@ -211,7 +215,11 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
         if let Some(s) = since_ms {
             url.push_str(&format!("&since_ms={s}"));
         }
-        let resp = http.get(url).send().await.with_context(|| format!("cannot reach Stratus at {}", args.endpoint.endpoint))?;
+        let resp = http
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach Stratus at {}", args.endpoint.endpoint))?;
         let page: Value = check(resp).await?.json().await?;
         let events = page["events"].as_array().cloned().unwrap_or_default();
         for e in &events {

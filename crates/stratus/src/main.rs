@@ -1,5 +1,6 @@
 //! The `stratus` binary: `serve` wires the components together; the other subcommands are a
 //! small CLI that talks to a running server over its HTTP API.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod cli;
 mod serve;

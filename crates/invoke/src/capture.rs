@@ -163,33 +163,42 @@ impl Task {
         }
     }
 
-    /// Reads whatever the pipe holds right now, without waiting.
+    /// Reads whatever the pipe holds right now, without waiting. This reads the descriptor
+    /// directly: tokio's readiness may not yet know about bytes the function wrote just before
+    /// it answered, and those must land before END.
     async fn drain(&mut self, buf: &mut [u8]) {
-        while self.reader.is_some() {
-            if !self.read_available(buf).await {
-                break;
+        loop {
+            let Some(reader) = &self.reader else { return };
+            match nix::unistd::read(reader, buf) {
+                Ok(0) => {
+                    self.reader = None;
+                    return;
+                }
+                Ok(n) => {
+                    let data = buf[..n].to_vec();
+                    self.consume(&data).await;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => return,
+                Err(_) => {
+                    self.reader = None;
+                    return;
+                }
             }
         }
     }
 
-    /// One non-blocking read; returns false when nothing more is available now.
-    async fn read_available(&mut self, buf: &mut [u8]) -> bool {
-        let Some(reader) = &self.reader else { return false };
+    /// One read after tokio reported the pipe readable (clears readiness when empty).
+    async fn read_available(&mut self, buf: &mut [u8]) {
+        let Some(reader) = &self.reader else { return };
         match reader.try_read(buf) {
-            Ok(0) => {
-                self.reader = None;
-                false
-            }
+            Ok(0) => self.reader = None,
             Ok(n) => {
                 let data = buf[..n].to_vec();
                 self.consume(&data).await;
-                true
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            Err(_) => {
-                self.reader = None;
-                false
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => self.reader = None,
         }
     }
 
@@ -259,7 +268,8 @@ mod tests {
         let (tx, rx) = pipe::pipe().unwrap();
         let cap = Capture::start(rx, sink, "f".into(), "s".into());
         cap.start_invocation("START".into()).await;
-        tx.try_write(b"hello\npartial").unwrap();
+        let mut tx = tx;
+        tokio::io::AsyncWriteExt::write_all(&mut tx, b"hello\npartial").await.unwrap();
         let tail = cap.end(vec!["END".into(), "REPORT".into()], true).await.unwrap();
         assert_eq!(tail, "START\nhello\npartial\nEND\nREPORT\n");
     }

@@ -1,8 +1,8 @@
 //! The catalogue of managed runtimes this host can provide, and their bootstraps.
 //!
 //! A managed runtime is a host interpreter (found at start) plus our bootstrap: a small
-//! program in the runtime's language, kept as a file in this crate (`python/bootstrap.py`,
-//! `node/bootstrap.mjs`), that speaks the Runtime API and implements Lambda's handler,
+//! program in the runtime's language, kept as a file in this crate (`python/bootstrap.py` with `python/stratus_bootstrap.py`,
+//! `node/bootstrap.js`), that speaks the Runtime API and implements Lambda's handler,
 //! context, logging and error conventions. OS-only runtimes (`provided.al2023`,
 //! `provided.al2`) run the package's own `bootstrap`.
 //!
@@ -19,7 +19,8 @@ use model::runtime::{self, Family};
 /// Bootstrap sources, written to the runtime directory at start.
 const BOOTSTRAPS: &[(&str, &str)] = &[
     ("python/bootstrap.py", include_str!("../python/bootstrap.py")),
-    ("node/bootstrap.mjs", include_str!("../node/bootstrap.mjs")),
+    ("python/stratus_bootstrap.py", include_str!("../python/stratus_bootstrap.py")),
+    ("node/bootstrap.js", include_str!("../node/bootstrap.js")),
 ];
 
 /// A runtime this host can run.
@@ -151,7 +152,7 @@ impl Catalogue {
             },
             Family::Node => Launch::Program {
                 program: interpreter,
-                args: vec![paths.runtime_dir.join("node/bootstrap.mjs").display().to_string()],
+                args: vec![paths.runtime_dir.join("node/bootstrap.js").display().to_string()],
             },
             _ => Launch::Bootstrap,
         })
@@ -172,6 +173,35 @@ pub fn install_bootstraps(dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Compiles the Python runtime module with every Python interpreter this host offers, so that
+/// no cold start compiles it (a few milliseconds each). Failures only cost speed, so they are
+/// logged, not returned.
+pub fn precompile(catalogue: &Catalogue, dir: &Path) {
+    let module = dir.join("python/stratus_bootstrap.py");
+    let handles: Vec<_> = catalogue
+        .available()
+        .iter()
+        .filter(|a| a.family == Family::Python)
+        .filter_map(|a| a.interpreter.clone())
+        .map(|python| {
+            let module = module.clone();
+            std::thread::spawn(move || {
+                let status = std::process::Command::new(&python)
+                    .args(["-c", "import py_compile, sys; py_compile.compile(sys.argv[1], doraise=True)"])
+                    .arg(&module)
+                    .stdout(std::process::Stdio::null())
+                    .status();
+                if !matches!(status, Ok(s) if s.success()) {
+                    tracing::warn!(python = %python.display(), "cannot precompile the Python runtime; cold starts will compile it");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
 }
 
 /// `AWS_EXECUTION_ENV` for a runtime (`None` for OS-only runtimes, as on Lambda).
@@ -227,7 +257,7 @@ mod tests {
         install_bootstraps(&dir).unwrap();
         install_bootstraps(&dir).unwrap();
         assert!(dir.join("python/bootstrap.py").is_file());
-        assert!(dir.join("node/bootstrap.mjs").is_file());
+        assert!(dir.join("node/bootstrap.js").is_file());
         let _ = fs::remove_dir_all(dir);
     }
 }

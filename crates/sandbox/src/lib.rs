@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod process;
+mod spawn;
 
 use std::ffi::OsString;
 use std::os::fd::{BorrowedFd, OwnedFd};

@@ -1,15 +1,15 @@
 //! The unisolated development backend: each environment is a process group of its own with
 //! resource limits, killed as a group, and nothing more. Functions can see the host.
+//! Processes are started with [`spawn`](crate::spawn) (no copy of the server's memory).
 
 use std::fs;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Stdio};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::spawn::{self, Prepared};
 use crate::{Backend, Exit, Layout, Mounts, SandboxError, Sandboxed, Spec};
 
 /// Starts environments as plain process groups (no namespaces, no cgroups).
@@ -36,35 +36,33 @@ impl Backend for ProcessBackend {
 
     fn spawn(&self, spec: Spec) -> Result<Box<dyn Sandboxed>, SandboxError> {
         fs::create_dir_all(&spec.mounts.tmp).map_err(SandboxError::Prepare)?;
-        let stderr = spec.output.try_clone().map_err(SandboxError::Prepare)?;
-        let mut cmd = Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .env_clear()
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&spec.cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(spec.output))
-            .stderr(Stdio::from(stderr));
-        let nofile = spec.limits.max_open_files;
-        // SAFETY: the closure runs in the forked child before exec and calls only
-        // async-signal-safe functions (setsid, prctl, setrlimit); it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                // Die with the platform: an orphaned environment must not outlive it.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(std::io::Error::from)?;
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|source| SandboxError::Spawn { program: spec.program.display().to_string(), source })?;
-        let pid = child.id() as i32;
-        let pidfd = pidfd_open(pid).map_err(|source| SandboxError::Pidfd { pid, source })?;
-        Ok(Box::new(ProcessGroup { child, pidfd, exited: None }))
+        let spawn_error = |source| SandboxError::Spawn { program: spec.program.display().to_string(), source };
+        let devnull = fs::File::open("/dev/null").map_err(SandboxError::Prepare)?;
+        let prepared = Prepared::new(
+            &spec.program,
+            &spec.args,
+            &spec.env,
+            &spec.cwd,
+            spec.output.as_raw_fd(),
+            devnull.as_raw_fd(),
+            spec.limits.max_open_files,
+            // RLIMIT_NPROC counts every process of the user, so it cannot bound one environment
+            // without its own user; the isolating backend uses the pids cgroup instead.
+            None,
+        )
+        .map_err(spawn_error)?;
+        let pid = spawn::spawn(&prepared).map_err(spawn_error)?;
+        let pidfd = match pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(source) => {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = waitpid(Pid::from_raw(pid), None);
+                return Err(SandboxError::Pidfd { pid, source });
+            }
+        };
+        // Kept open: re-reading one descriptor is much cheaper than opening the file per invoke.
+        let status = fs::File::open(format!("/proc/{pid}/status")).ok();
+        Ok(Box::new(ProcessGroup { pid, pidfd, exited: None, status }))
     }
 }
 
@@ -81,14 +79,16 @@ pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 }
 
 struct ProcessGroup {
-    child: Child,
+    pid: i32,
     pidfd: OwnedFd,
     exited: Option<Exit>,
+    /// `/proc/<pid>/status` of the root process, for its peak memory (VmHWM).
+    status: Option<fs::File>,
 }
 
 impl Sandboxed for ProcessGroup {
     fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.pid
     }
 
     fn exit_fd(&self) -> BorrowedFd<'_> {
@@ -96,14 +96,12 @@ impl Sandboxed for ProcessGroup {
     }
 
     fn try_wait(&mut self) -> Option<Exit> {
-        if self.exited.is_none()
-            && let Ok(Some(status)) = self.child.try_wait()
-        {
-            self.exited = Some(match (status.code(), status.signal()) {
-                (Some(c), _) => Exit::Code(c),
-                (None, Some(s)) => Exit::Signal(s),
-                (None, None) => Exit::Code(-1),
-            });
+        if self.exited.is_none() {
+            self.exited = match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => Some(Exit::Code(code)),
+                Ok(WaitStatus::Signaled(_, sig, _)) => Some(Exit::Signal(sig as i32)),
+                _ => None,
+            };
         }
         self.exited
     }
@@ -114,14 +112,20 @@ impl Sandboxed for ProcessGroup {
         let _ = killpg(pid, Signal::SIGKILL);
         if self.exited.is_none() {
             let _ = kill(pid, Signal::SIGKILL);
-            let _ = self.child.wait();
-            self.try_wait();
+            self.exited = match waitpid(pid, None) {
+                Ok(WaitStatus::Exited(_, code)) => Some(Exit::Code(code)),
+                Ok(WaitStatus::Signaled(_, sig, _)) => Some(Exit::Signal(sig as i32)),
+                _ => Some(Exit::Signal(libc::SIGKILL)),
+            };
         }
     }
 
     fn peak_memory_bytes(&self) -> Option<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 4096];
+        let n = self.status.as_ref()?.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).ok()?;
+        let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
     }
@@ -169,6 +173,35 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(exit, Some(Exit::Code(3)));
+    }
+
+    #[test]
+    fn exec_failures_are_reported_with_their_cause() {
+        let (_r, w) = nix::unistd::pipe().unwrap();
+        let err = match ProcessBackend.spawn(spec("/no/such/program", &[], w)) {
+            Err(e) => e,
+            Ok(_) => panic!("spawned a missing program"),
+        };
+        let source = std::error::Error::source(&err).unwrap().to_string();
+        assert!(source.contains("No such file"), "{source}");
+        let data = std::env::temp_dir().join(format!("stratus-not-executable-{}", std::process::id()));
+        std::fs::write(&data, "#!/bin/sh\n").unwrap();
+        let (_r, w) = nix::unistd::pipe().unwrap();
+        let err = match ProcessBackend.spawn(spec(data.to_str().unwrap(), &[], w)) {
+            Err(e) => e,
+            Ok(_) => panic!("executed a data file"),
+        };
+        assert!(std::error::Error::source(&err).unwrap().to_string().contains("Permission denied"));
+    }
+
+    #[test]
+    fn signals_start_at_their_defaults() {
+        // Rust ignores SIGPIPE in this process; the child must not inherit that.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let _sb = ProcessBackend.spawn(spec("/bin/sh", &["-c", "grep SigIgn /proc/self/status"], w)).unwrap();
+        let mut out = String::new();
+        std::fs::File::from(r).read_to_string(&mut out).unwrap();
+        assert_eq!(out.trim(), "SigIgn:\t0000000000000000");
     }
 
     #[test]

@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 /// Longest single log event (CloudWatch's event limit); longer output is split.
 pub const MAX_LINE_BYTES: usize = 256 * 1024;
 const WRITER_QUEUE: usize = 4096;
+/// How often a busy writer collects lines.
+const BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// One line of a function's log.
 #[derive(Debug, Clone)]
@@ -198,17 +200,38 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<LogRecord>) {
         while let Some(first) = rx.blocking_recv() {
             self.write(first);
-            // Batch whatever else is already queued, then flush once.
-            for _ in 0..WRITER_QUEUE {
-                match rx.try_recv() {
-                    Ok(rec) => self.write(rec),
-                    Err(_) => break,
+            // While lines keep coming, collect them every few milliseconds instead of being woken
+            // for each one: producers then never pay for waking this thread. Back to a blocking
+            // wait once a round finds nothing.
+            loop {
+                let mut n = 0;
+                loop {
+                    match rx.try_recv() {
+                        Ok(rec) => {
+                            self.write(rec);
+                            n += 1;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            self.flush();
+                            return;
+                        }
+                    }
                 }
+                self.flush();
+                if n == 0 {
+                    break;
+                }
+                std::thread::sleep(BATCH_INTERVAL);
             }
-            for seg in self.files.values_mut() {
-                if let Err(e) = seg.file.flush() {
-                    tracing::warn!(error = %e, "failed to flush a log segment");
-                }
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        for seg in self.files.values_mut() {
+            if let Err(e) = seg.file.flush() {
+                tracing::warn!(error = %e, "failed to flush a log segment");
             }
         }
     }

@@ -59,6 +59,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.async_retry_delay = Duration::from_secs(args.async_retry_delay);
     runtimes::install_bootstraps(&config.runtime_dir).context("cannot install the runtime bootstraps")?;
     let catalogue = runtimes::Catalogue::detect();
+    runtimes::precompile(&catalogue, &config.runtime_dir);
     let names: Vec<&str> = catalogue.available().iter().map(|a| a.id.as_str()).collect();
     tracing::info!(runtimes = %names.join(", "), "runtimes available on this host");
     let backend: Arc<dyn sandbox::Backend> = Arc::new(sandbox::ProcessBackend);

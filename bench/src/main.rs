@@ -1,0 +1,498 @@
+//! Stratus benchmarks. Every number is reported next to a baseline measured in the same run,
+//! on the same machine, by the same client, so the ratios mean something on any host:
+//!
+//! - `warm`: latency (p50, p99 at concurrency 1) and throughput (concurrency 32) of a no-op
+//!   Rust function (`examples/rust-echo`) through Invoke, against a plain hyper server doing the
+//!   same JSON echo (`floor`).
+//! - `cold`: the time of an invocation that starts a new environment, per runtime, against
+//!   starting the same interpreter and handler directly.
+//!
+//! Run `cargo build --release --workspace && target/release/stratus-bench all` (see README.md).
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Parser)]
+#[command(about = "Stratus benchmarks (each against a baseline from the same run)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+    /// Directory holding the release binaries (stratus, rust-echo).
+    #[arg(long, default_value = "target/release", global = true)]
+    bin_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every benchmark.
+    All,
+    /// Warm invoke latency and throughput against the hyper floor.
+    Warm {
+        #[arg(long, default_value_t = 3000)]
+        requests: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Cold-start time per runtime against a direct start.
+    Cold {
+        #[arg(long, default_value_t = 15)]
+        iterations: usize,
+    },
+    /// The floor: a plain hyper server echoing JSON (used by `warm`).
+    Floor,
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn http_client() -> HttpClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(conn)
+}
+
+async fn request(client: &HttpClient, method: &str, url: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(body))?;
+    let resp = client.request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// A child process that prints `... http://ADDR` on its first stdout line.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Proc {
+    fn start(mut cmd: Command) -> anyhow::Result<Self> {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("cannot start process")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line.trim().rsplit("http://").next().context("no address")?.parse().context("bad address")?;
+        Ok(Self { child, addr })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn zip_of(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data, mode) in files {
+        w.start_file(*name, zip::write::SimpleFileOptions::default().unix_permissions(*mode))?;
+        w.write_all(data)?;
+    }
+    Ok(w.finish()?.into_inner())
+}
+
+struct Stratus {
+    proc: Proc,
+    _dir: tempfile::TempDir,
+    client: HttpClient,
+}
+
+impl Stratus {
+    fn start(bin_dir: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut cmd = Command::new(bin_dir.join("stratus"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--max-environments", "64", "--data-dir"]).arg(dir.path());
+        cmd.env("STRATUS_LOG", "warn");
+        if let Ok(v) = std::env::var("STRATUS_WORKER_THREADS") {
+            cmd.env("STRATUS_WORKER_THREADS", v);
+        }
+        let proc = Proc::start(cmd)?;
+        Ok(Self { proc, _dir: dir, client: http_client() })
+    }
+
+    async fn create(&self, name: &str, runtime: &str, handler: &str, zip: &[u8]) -> anyhow::Result<()> {
+        let body = serde_json::json!({
+            "FunctionName": name, "Runtime": runtime, "Handler": handler, "Timeout": 30,
+            "Role": "arn:aws:iam::123456789012:role/bench",
+            "Code": { "ZipFile": base64::engine::general_purpose::STANDARD.encode(zip) },
+        });
+        let (status, body) =
+            request(&self.client, "POST", &self.proc.url("/2015-03-31/functions"), body.to_string().into()).await?;
+        if status != 201 {
+            bail!("create {name}: {status} {}", String::from_utf8_lossy(&body));
+        }
+        Ok(())
+    }
+
+    async fn retire(&self, name: &str, i: usize) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "Environment": { "Variables": { "ITERATION": i.to_string() } } });
+        let url = self.proc.url(&format!("/2015-03-31/functions/{name}/configuration"));
+        let (status, _) = request(&self.client, "PUT", &url, body.to_string().into()).await?;
+        if status != 200 {
+            bail!("update {name}: {status}");
+        }
+        Ok(())
+    }
+
+    fn invoke_url(&self, name: &str) -> String {
+        self.proc.url(&format!("/2015-03-31/functions/{name}/invocations"))
+    }
+}
+
+const EVENT: &str = r#"{"hello":"world","n":42}"#;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// p50 and p99 of `n` sequential requests (after a warm-up).
+async fn latency(client: &HttpClient, url: &str, n: usize) -> anyhow::Result<(Duration, Duration)> {
+    for _ in 0..200 {
+        request(client, "POST", url, Bytes::from_static(EVENT.as_bytes())).await?;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (status, _) = request(client, "POST", url, Bytes::from_static(EVENT.as_bytes())).await?;
+        samples.push(t.elapsed());
+        if status != 200 {
+            bail!("status {status}");
+        }
+    }
+    samples.sort();
+    Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
+}
+
+/// CPU seconds used so far by process `pid` (all threads) and by its direct children.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
+    let ticks = 100.0; // USER_HZ on Linux
+    let parse = |stat: &str| -> Option<(u32, f64)> {
+        // Fields after the command name (which may contain spaces) start at ") ".
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ppid: u32 = f.get(1)?.parse().ok()?;
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        Some((ppid, (utime + stime) / ticks))
+    };
+    let own =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| parse(&s)).map(|x| x.1).unwrap_or(0.0);
+    let mut children = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat"))
+            && let Some((ppid, cpu)) = parse(&stat)
+            && ppid == pid
+        {
+            children += cpu;
+        }
+    }
+    (own, children)
+}
+
+/// Requests per second with `concurrency` clients for `seconds` (after a 2 s warm-up).
+async fn throughput(client: &HttpClient, url: &str, concurrency: usize, seconds: u64) -> anyhow::Result<(f64, u64)> {
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url) = (client.clone(), url.to_string());
+        let (done, errors, counting, stop) = (done.clone(), errors.clone(), counting.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let ok =
+                    matches!(request(&client, "POST", &url, Bytes::from_static(EVENT.as_bytes())).await, Ok((200, _)));
+                if counting.load(Ordering::Relaxed) {
+                    if ok { &done } else { &errors }.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    counting.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    counting.store(false, Ordering::Relaxed);
+    let elapsed = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok((done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(), errors.load(Ordering::Relaxed)))
+}
+
+async fn warm(bin_dir: &Path, requests: usize, seconds: u64) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let floor = Proc::start({
+        let mut c = Command::new(exe);
+        c.arg("floor");
+        c
+    })?;
+    let stratus = Stratus::start(bin_dir)?;
+    let echo = std::fs::read(bin_dir.join("rust-echo")).context("build examples/rust-echo in release first")?;
+    stratus.create("bench-echo", "provided.al2023", "bootstrap", &zip_of(&[("bootstrap", &echo, 0o755)])?).await?;
+    let client = http_client();
+    let floor_url = floor.url("/echo");
+    let invoke_url = stratus.invoke_url("bench-echo");
+
+    println!("## warm invoke (no-op Rust function, lambda_runtime) vs a plain hyper JSON echo");
+    let (f50, f99) = latency(&client, &floor_url, requests).await?;
+    let (s50, s99) = latency(&client, &invoke_url, requests).await?;
+    println!("| latency, concurrency 1 | floor | Stratus | ratio |");
+    println!("|---|---|---|---|");
+    println!("| p50 | {:.3} ms | {:.3} ms | {:.2}x |", ms(f50), ms(s50), ms(s50) / ms(f50));
+    println!("| p99 | {:.3} ms | {:.3} ms | {:.2}x |", ms(f99), ms(s99), ms(s99) / ms(f99));
+    let floor_cpu0 = cpu_seconds(floor.child.id());
+    let (frps, ferr) = throughput(&client, &floor_url, 32, seconds).await?;
+    let floor_cpu1 = cpu_seconds(floor.child.id());
+    let stratus_cpu0 = cpu_seconds(stratus.proc.child.id());
+    let (srps, serr) = throughput(&client, &invoke_url, 32, seconds).await?;
+    let stratus_cpu1 = cpu_seconds(stratus.proc.child.id());
+    // Both runs last `seconds` plus the 2 s warm-up.
+    let total = (seconds + 2) as f64;
+    let per_req = |cpu: f64, rps: f64| cpu / (rps * total) * 1e6;
+    println!();
+    println!("| throughput, concurrency 32, {seconds} s | floor | Stratus | ratio |");
+    println!("|---|---|---|---|");
+    println!("| requests/s | {frps:.0} | {srps:.0} | {:.2} |", srps / frps);
+    println!("| errors | {ferr} | {serr} | |");
+    println!(
+        "| server CPU per request | {:.0} µs | {:.0} µs | {:.2}x |",
+        per_req(floor_cpu1.0 - floor_cpu0.0, frps),
+        per_req(stratus_cpu1.0 - stratus_cpu0.0, srps),
+        per_req(stratus_cpu1.0 - stratus_cpu0.0, srps) / per_req(floor_cpu1.0 - floor_cpu0.0, frps)
+    );
+    println!(
+        "| function processes' CPU per request | – | {:.0} µs | |",
+        per_req(stratus_cpu1.1 - stratus_cpu0.1, srps)
+    );
+    println!();
+    Ok(())
+}
+
+/// A minimal Runtime API serving one event, for timing a custom runtime started directly.
+async fn one_shot_runtime_api() -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Receiver<()>)> {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let resp = if path.ends_with("/next") {
+                            let deadline = (std::time::SystemTime::now() + Duration::from_secs(30))
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map(|d| d.as_millis())
+                                .unwrap_or(0);
+                            if tx.lock().map(|t| t.is_none()).unwrap_or(true) {
+                                // Second /next: park forever (the process is killed).
+                                std::future::pending::<()>().await;
+                            }
+                            hyper::Response::builder()
+                                .header("lambda-runtime-aws-request-id", "bench")
+                                .header("lambda-runtime-deadline-ms", deadline.to_string())
+                                .header(
+                                    "lambda-runtime-invoked-function-arn",
+                                    "arn:aws:lambda:us-east-1:000000000000:function:b",
+                                )
+                                .body(Full::new(Bytes::from_static(EVENT.as_bytes())))
+                        } else {
+                            let _ = req.into_body().collect().await;
+                            if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                                let _ = tx.send(());
+                            }
+                            hyper::Response::builder().status(202).body(Full::new(Bytes::from_static(b"{}")))
+                        };
+                        Ok::<_, hyper::http::Error>(resp.unwrap_or_default())
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+            });
+        }
+    });
+    Ok((addr, rx))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn cold(bin_dir: &Path, iterations: usize) -> anyhow::Result<()> {
+    let stratus = Stratus::start(bin_dir)?;
+    let work = tempfile::tempdir()?;
+    let py_src = "def handler(event, context):\n    return event\n";
+    let node_src = "exports.handler = async (event) => event;\n";
+    let echo = std::fs::read(bin_dir.join("rust-echo")).context("build examples/rust-echo in release first")?;
+    let python = ["/usr/bin/python3.11", "/usr/local/bin/python3.11"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .context("python3.11 not found")?;
+    std::fs::write(work.path().join("app.py"), py_src)?;
+    std::fs::write(work.path().join("index.js"), node_src)?;
+    std::fs::write(work.path().join("bootstrap"), &echo)?;
+    std::process::Command::new("chmod").arg("755").arg(work.path().join("bootstrap")).status()?;
+
+    stratus.create("cold-py", "python3.11", "app.handler", &zip_of(&[("app.py", py_src.as_bytes(), 0o644)])?).await?;
+    stratus
+        .create("cold-node", "nodejs20.x", "index.handler", &zip_of(&[("index.js", node_src.as_bytes(), 0o644)])?)
+        .await?;
+    stratus.create("cold-rust", "provided.al2023", "bootstrap", &zip_of(&[("bootstrap", &echo, 0o755)])?).await?;
+
+    println!("## cold start: one invocation on a new environment vs starting the same program directly");
+    println!("| runtime | direct start (median) | Stratus cold invoke (median) | overhead |");
+    println!("|---|---|---|---|");
+    let cases: [(&str, &str); 3] =
+        [("python3.11", "cold-py"), ("nodejs20.x", "cold-node"), ("provided.al2023 (Rust)", "cold-rust")];
+    for (label, name) in cases {
+        let mut direct = Vec::new();
+        let mut via = Vec::new();
+        for i in 0..iterations {
+            // Direct: the interpreter imports the handler and calls it once.
+            let t = Instant::now();
+            match name {
+                "cold-py" | "cold-node" => {
+                    // Timed until the result is printed (not until the interpreter exits), the
+                    // same point at which a Stratus invocation returns.
+                    let mut cmd = if name == "cold-py" {
+                        let mut c = Command::new(&python);
+                        c.args(["-c", "import app, json, sys; sys.stdout.write(json.dumps(app.handler({'hello': 'world'}, None)) + '\\n'); sys.stdout.flush()"]);
+                        c
+                    } else {
+                        let mut c = Command::new("node");
+                        c.args(["-e", "require('./index.js').handler({hello:'world'}).then(r => process.stdout.write(JSON.stringify(r) + '\\n'))"]);
+                        c
+                    };
+                    // A clean environment, as Stratus gives functions (this host's shell sets e.g.
+                    // NODE_EXTRA_CA_CERTS, which costs Node ~75 ms at start).
+                    cmd.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin").env("LANG", "en_US.UTF-8");
+                    let mut child = cmd.current_dir(work.path()).stdout(Stdio::piped()).spawn()?;
+                    let mut line = String::new();
+                    BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+                    direct.push(t.elapsed());
+                    let _ = child.wait();
+                    if !line.contains("world") {
+                        bail!("direct {name} printed {line:?}");
+                    }
+                }
+                _ => {
+                    let (addr, answered) = one_shot_runtime_api().await?;
+                    let mut child = Command::new(work.path().join("bootstrap"))
+                        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+                        .env("AWS_LAMBDA_FUNCTION_NAME", "b")
+                        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+                        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()?;
+                    let _ = answered.await;
+                    direct.push(t.elapsed());
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    stratus.retire(name, i).await?;
+                    let t = Instant::now();
+                    let (status, _) = request(
+                        &stratus.client,
+                        "POST",
+                        &stratus.invoke_url(name),
+                        Bytes::from_static(EVENT.as_bytes()),
+                    )
+                    .await?;
+                    via.push(t.elapsed());
+                    if status != 200 {
+                        bail!("invoke {name}: {status}");
+                    }
+                    continue;
+                }
+            }
+            stratus.retire(name, i).await?;
+            let t = Instant::now();
+            let (status, _) =
+                request(&stratus.client, "POST", &stratus.invoke_url(name), Bytes::from_static(EVENT.as_bytes()))
+                    .await?;
+            via.push(t.elapsed());
+            if status != 200 {
+                bail!("invoke {name}: {status}");
+            }
+        }
+        let (d, v) = (median(direct), median(via));
+        println!("| {label} | {:.1} ms | {:.1} ms | {:+.1} ms |", ms(d), ms(v), ms(v) - ms(d));
+    }
+    println!();
+    Ok(())
+}
+
+/// The floor: a hyper server that parses and re-serializes a JSON body.
+async fn floor() -> anyhow::Result<()> {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("floor listening on http://{}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let body = req.into_body().collect().await?.to_bytes();
+                let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let out = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+                Ok::<_, hyper::Error>(hyper::Response::new(Full::new(out)))
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
+        });
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        match cli.command {
+            Cmd::Floor => floor().await,
+            Cmd::Warm { requests, seconds } => warm(&cli.bin_dir, requests, seconds).await,
+            Cmd::Cold { iterations } => cold(&cli.bin_dir, iterations).await,
+            Cmd::All => {
+                warm(&cli.bin_dir, 3000, 10).await?;
+                cold(&cli.bin_dir, 15).await
+            }
+        }
+    })
+}

@@ -17,17 +17,33 @@ import pytest
 
 from conftest import ROLE, ROOT, create, invoke_json, unique, zip_files
 
+# Each environment imports the module once, so `pid` (a random token made at import) names the
+# environment: process ids say nothing inside a PID namespace, where every runtime is pid 2.
 PID_FN = zip_files(
     {
         "app.py": (
-            "import os, time\n"
+            "import os, time, uuid\n"
             "VERSION = 'one'\n"
+            "ENV = uuid.uuid4().hex\n"
             "def handler(event, context):\n"
             "    time.sleep(event.get('sleep', 0))\n"
-            "    return {'pid': os.getpid(), 'version': VERSION, 'env': os.environ.get('MARK')}\n"
+            "    return {'pid': ENV, 'version': VERSION, 'env': os.environ.get('MARK')}\n"
         )
     }
 )
+
+
+def processes_with(marker):
+    """Host processes whose command line contains `marker`."""
+    found = []
+    for p in pathlib.Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if marker.encode() in (p / "cmdline").read_bytes():
+                    found.append(int(p.name))
+            except OSError:
+                pass
+    return found
 
 
 def poll(fn, timeout=30, interval=0.2):
@@ -123,14 +139,14 @@ def test_update_retires_environments_but_in_flight_calls_finish_on_old_code(lam)
         old = slow.result()[1]
     assert old["env"] is None and old["pid"] == before["pid"], "the in-flight call finished in its old environment"
     assert new["env"] == "new" and new["pid"] != before["pid"], "new calls run with the new configuration"
-    new_code = zip_files({"app.py": "import os\ndef handler(e, c):\n    return {'pid': os.getpid(), 'version': 'two'}\n"})
+    new_code = zip_files({"app.py": "def handler(e, c):\n    return {'version': 'two'}\n"})
     lam.update_function_code(FunctionName=name, ZipFile=new_code)
     assert invoke_json(lam, name)[1]["version"] == "two"
 
 
 def test_crashed_environment_is_replaced_and_the_function_keeps_serving(lam):
     name = unique("crash")
-    code = "import os\ndef handler(e, c):\n    if e.get('die'):\n        os._exit(9)\n    return os.getpid()\n"
+    code = "import os, uuid\nENV = uuid.uuid4().hex\ndef handler(e, c):\n    if e.get('die'):\n        os._exit(9)\n    return ENV\n"
     create(lam, name, zip_files({"app.py": code}))
     pid = invoke_json(lam, name)[1]
     resp, payload = invoke_json(lam, name, {"die": True})
@@ -140,17 +156,24 @@ def test_crashed_environment_is_replaced_and_the_function_keeps_serving(lam):
     assert "FunctionError" not in resp and new_pid != pid
 
 
-def test_timeout_kills_the_environment(lam):
+def test_timeout_kills_the_environment_and_everything_in_it(lam):
     name = unique("hang")
-    code = "import os, time\ndef handler(e, c):\n    if e.get('hang'):\n        time.sleep(60)\n    return os.getpid()\n"
+    marker = f"{time.time() % 1000:.6f}"
+    code = (
+        "import subprocess, time, uuid\nENV = uuid.uuid4().hex\n"
+        "def handler(e, c):\n"
+        "    if e.get('hang'):\n"
+        f"        subprocess.Popen(['sleep', '3{marker}'])\n"
+        "        time.sleep(60)\n"
+        "    return ENV\n"
+    )
     create(lam, name, zip_files({"app.py": code}), Timeout=1)
-    pid = invoke_json(lam, name)[1]
+    env = invoke_json(lam, name)[1]
     started = time.time()
     resp, payload = invoke_json(lam, name, {"hang": True})
     assert payload["errorType"] == "Sandbox.Timedout" and time.time() - started < 5
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-    assert invoke_json(lam, name)[1] != pid
+    assert poll(lambda: not processes_with(f"3{marker}"), timeout=5), "the environment's processes are gone"
+    assert invoke_json(lam, name)[1] != env
 
 
 def test_stdout_flood_is_bounded(fresh_server):
@@ -178,9 +201,9 @@ def test_idle_environments_are_stopped_after_keep_alive(fresh_server):
     lam = s.client()
     name = unique("idle")
     create(lam, name, PID_FN)
-    pid = invoke_json(lam, name)[1]["pid"]
-    assert poll(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10), "the idle environment was stopped"
-    assert invoke_json(lam, name)[1]["pid"] != pid
+    env = invoke_json(lam, name)[1]["pid"]
+    time.sleep(3)
+    assert invoke_json(lam, name)[1]["pid"] != env, "the idle environment was stopped; this call started a new one"
 
 
 def test_restart_keeps_functions_and_code(fresh_server, tmp_path):

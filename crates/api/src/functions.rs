@@ -438,6 +438,7 @@ pub async fn tag_resource(State(state): State<ApiState>, Path(arn): Path<String>
     };
     validate_tags(&new_tags)?;
     let name = tag_target(&state, &arn).await?;
+    let function = name.clone();
     state
         .store
         .run(move |db| {
@@ -456,6 +457,8 @@ pub async fn tag_resource(State(state): State<ApiState>, Path(arn): Path<String>
             StoreError::Rejected(e) => ApiError(e),
             e => ApiError::internal("cannot tag the function", e),
         })?;
+    // Some tags change how environments run (stratus:network).
+    state.invoker.invalidate(&function);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -477,6 +480,7 @@ pub async fn untag_resource(
         return Err(LambdaError::validation("null", "tagKeys", "Member must not be null").into());
     }
     let name = tag_target(&state, &arn).await?;
+    let function = name.clone();
     state
         .store
         .run(move |db| {
@@ -489,5 +493,6 @@ pub async fn untag_resource(
         })
         .await
         .map_err(|e| ApiError::internal("cannot untag the function", e))?;
+    state.invoker.invalidate(&function);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -38,9 +38,16 @@ pub struct Blueprint {
     /// Host directory under which each environment gets its private directories.
     pub envs_dir: PathBuf,
     pub launch: Launch,
+    /// Host directories the runtime needs shown read-only (interpreters outside `/usr`).
+    pub host_dirs: Vec<PathBuf>,
+    /// Give each environment a network of its own with only its Runtime API in it.
+    pub isolated_network: bool,
     pub init_timeout: Duration,
     pub runtime_api_ip: std::net::IpAddr,
 }
+
+/// The Runtime API port inside an isolated network (Lambda's own).
+const ISOLATED_RUNTIME_API_PORT: u16 = 9001;
 
 /// An error the caller sees as the function's (HTTP 200, `X-Amz-Function-Error: Unhandled`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +92,8 @@ pub struct Environment {
     init_duration: Option<Duration>,
     /// When it last finished an invocation (for the idle reaper).
     pub last_used: Instant,
+    /// The runtime's program, as the environment sees it (for error messages).
+    program: PathBuf,
     /// Highest memory use seen so far, and when it was last read.
     peak: u64,
     peak_read_at: Option<Instant>,
@@ -103,6 +112,17 @@ fn exit_message(request_id: &str, exit: Option<Exit>) -> String {
             format!("RequestId: {request_id} Error: Runtime exited without providing a reason")
         }
         Some(e) => format!("RequestId: {request_id} Error: Runtime exited with error: {e}"),
+    }
+}
+
+/// `permission denied`, as Go (and so Lambda) spells an errno.
+fn errno_text(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
@@ -195,6 +215,7 @@ impl Environment {
             runtime_dir: bp.runtime_dir.clone(),
             opt: None,
             tmp: dir.join("tmp"),
+            extra_ro: bp.host_dirs.clone(),
         };
         let layout = backend.layout(&mounts);
         let (program, args) = match &bp.launch {
@@ -226,9 +247,14 @@ impl Environment {
                 }
             }
         };
-        let endpoint = Endpoint::bind(bp.runtime_api_ip)
-            .await
-            .map_err(|e| fail("Sandbox.Failure", format!("RequestId: {request_id} Error: {e}")))?;
+        let sandbox_failure =
+            |e: std::io::Error| fail("Sandbox.Failure", format!("RequestId: {request_id} Error: {e}"));
+        let (endpoint, netns) = if bp.isolated_network && backend.isolated() {
+            let net = sandbox::netns::create(ISOLATED_RUNTIME_API_PORT).map_err(sandbox_failure)?;
+            (Endpoint::from_listener(net.listener).map_err(sandbox_failure)?, Some(net.netns))
+        } else {
+            (Endpoint::bind(bp.runtime_api_ip).await.map_err(sandbox_failure)?, None)
+        };
         let env_vars = environment_variables(bp, &layout, &endpoint.addr().to_string(), stream);
         let spec = Spec {
             program: program.clone(),
@@ -242,16 +268,18 @@ impl Environment {
                 tmp_bytes: bp.config.ephemeral_bytes(),
                 ..Default::default()
             },
+            netns,
         };
         let spawn_started = Instant::now();
         let prepared = began.elapsed();
         let sandbox = backend.spawn(spec).map_err(|e| {
             let reason = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
-            let reason = match reason.as_str() {
-                r if r.contains("Permission denied") => "permission denied".to_string(),
-                r if r.contains("Exec format error") => "exec format error".to_string(),
-                r if r.contains("No such file") => "no such file or directory".to_string(),
-                r => r.to_lowercase(),
+            let reason = match std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .and_then(|e| e.raw_os_error())
+            {
+                Some(errno) => errno_text(errno),
+                None => reason.to_lowercase(),
             };
             fail(
                 "Runtime.InvalidEntrypoint",
@@ -271,6 +299,7 @@ impl Environment {
             last_used: Instant::now(),
             peak: 0,
             peak_read_at: None,
+            program: program.clone(),
             dir,
         };
         let mut exited = env.exited.clone();
@@ -297,10 +326,7 @@ impl Environment {
                 let error_type = error_type.unwrap_or_else(|| "Runtime.Unknown".into());
                 Err(FunctionFailure { error_type, body })
             }
-            Some(None) => {
-                let exit = env.wait_exit().await;
-                Err(fail("Runtime.ExitError", exit_message(request_id, exit)))
-            }
+            Some(None) => Err(env.exit_failure(request_id).await),
             None => Err(fail(
                 "Sandbox.Timedout",
                 format!(
@@ -309,6 +335,22 @@ impl Environment {
                 ),
             )),
         }
+    }
+
+    /// What the caller is told when the runtime's process ended: out of memory, not
+    /// executable, or exited.
+    async fn exit_failure(&mut self, request_id: &str) -> FunctionFailure {
+        let exit = self.wait_exit().await;
+        if self.sandbox.oom_killed() {
+            return FunctionFailure::platform("Runtime.OutOfMemory", exit_message(request_id, exit));
+        }
+        if let Some(Exit::ExecFailed(errno)) = exit {
+            return FunctionFailure::platform(
+                "Runtime.InvalidEntrypoint",
+                format!("RequestId: {request_id} Error: fork/exec {}: {}", self.program.display(), errno_text(errno)),
+            );
+        }
+        FunctionFailure::platform("Runtime.ExitError", exit_message(request_id, exit))
     }
 
     async fn wait_exit(&mut self) -> Option<Exit> {
@@ -375,8 +417,7 @@ impl Environment {
                     }
                 },
                 _ = async { let _ = exited.wait_for(|e| *e).await; } => {
-                    let exit = self.wait_exit().await;
-                    let f = FunctionFailure::platform("Runtime.ExitError", exit_message(request_id, exit));
+                    let f = self.exit_failure(request_id).await;
                     let status = ReportStatus::Error(f.error_type.clone());
                     (Err(f), false, status)
                 }

@@ -34,6 +34,11 @@ pub use env::FunctionFailure;
 use env::{Blueprint, Environment};
 use pool::{Pool, Slot};
 
+/// The tag that gives a function's environments an isolated network (value `isolated`):
+/// only their own Runtime API is reachable. Without it they share the host's network, as
+/// Lambda functions reach the internet.
+pub const NETWORK_TAG: &str = "stratus:network";
+
 /// Settings of the invocation path.
 #[derive(Debug, Clone)]
 pub struct InvokerConfig {
@@ -179,14 +184,14 @@ impl Invoker {
             }
             let epoch = self.inner.epoch.load(Ordering::Acquire);
             let n = name.to_string();
-            let config = self
+            let (config, tags) = self
                 .inner
                 .store
-                .run(move |db| db.get_version(&n, model::LATEST))
+                .run(move |db| Ok(db.get_version(&n, model::LATEST)?.zip(db.tags(&n)?)))
                 .await
                 .map_err(|e| LambdaError::service(format!("cannot read the function: {e}")))?
                 .ok_or_else(|| self.not_found(name, None))?;
-            let pool = Arc::new(Pool::new(self.blueprint(config)?, self.inner.config.max_envs_per_function));
+            let pool = Arc::new(Pool::new(self.blueprint(config, &tags)?, self.inner.config.max_envs_per_function));
             let mut pools = self.pools();
             if self.inner.epoch.load(Ordering::Acquire) != epoch {
                 continue; // changed while we read it; read again
@@ -195,7 +200,11 @@ impl Invoker {
         }
     }
 
-    fn blueprint(&self, config: FunctionConfig) -> Result<Arc<Blueprint>, LambdaError> {
+    fn blueprint(
+        &self,
+        config: FunctionConfig,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Arc<Blueprint>, LambdaError> {
         let cfg = &self.inner.config;
         let code_dir = self.inner.store.code.tree(&config.code_sha256);
         // Paths only matter for the launch command's own files (the bootstrap scripts), which
@@ -205,12 +214,16 @@ impl Invoker {
             runtime_dir: cfg.runtime_dir.clone(),
             opt: None,
             tmp: cfg.envs_dir.clone(),
+            extra_ro: Vec::new(),
         });
         let launch = self.inner.catalogue.launch(
             &config.runtime,
             &Paths { task_root: &layout.task_root, runtime_dir: &layout.runtime_dir, opt: &layout.opt },
         )?;
+        let host_dirs = self.inner.catalogue.get(&config.runtime)?.host_dirs();
         Ok(Arc::new(Blueprint {
+            host_dirs,
+            isolated_network: tags.get(NETWORK_TAG).is_some_and(|v| v == "isolated"),
             arn: cfg.scope.function_arn(&config.name),
             config: Arc::new(config),
             scope: cfg.scope.clone(),

@@ -22,6 +22,8 @@ pub struct Pool {
 }
 
 /// What [`Pool::acquire`] found.
+// Returned once per invocation and moved straight out: boxing would allocate on the warm path.
+#[allow(clippy::large_enum_variant)]
 pub enum Slot {
     /// A warm environment.
     Warm(Environment),

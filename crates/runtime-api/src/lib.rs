@@ -90,7 +90,16 @@ pub struct Endpoint {
 impl Endpoint {
     /// Binds a new endpoint on `ip` (port chosen by the kernel) and starts serving it.
     pub async fn bind(ip: std::net::IpAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
+        Self::serve(TcpListener::bind(SocketAddr::new(ip, 0)).await?)
+    }
+
+    /// Serves an endpoint on a listener made elsewhere (inside an environment's own network
+    /// namespace, for instance). The listener must be non-blocking.
+    pub fn from_listener(listener: std::net::TcpListener) -> std::io::Result<Self> {
+        Self::serve(TcpListener::from_std(listener)?)
+    }
+
+    fn serve(listener: TcpListener) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let (inv_tx, inv_rx) = mpsc::channel(1);
         let (sig_tx, sig_rx) = mpsc::channel(2);

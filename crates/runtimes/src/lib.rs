@@ -32,6 +32,20 @@ pub struct Available {
     pub interpreter: Option<PathBuf>,
 }
 
+impl Available {
+    /// Host directories an isolated environment must show for this runtime: the
+    /// interpreter's installation prefix when it is not under `/usr` (a pyenv Python, say).
+    pub fn host_dirs(&self) -> Vec<PathBuf> {
+        let Some(interp) = &self.interpreter else { return Vec::new() };
+        let real = fs::canonicalize(interp).unwrap_or_else(|_| interp.clone());
+        if real.starts_with("/usr") || real.starts_with("/bin") || real.starts_with("/lib") {
+            return Vec::new();
+        }
+        // <prefix>/bin/<interpreter>
+        real.parent().and_then(Path::parent).map(|p| vec![p.to_path_buf()]).unwrap_or_default()
+    }
+}
+
 /// What to execute for a function, in the paths the environment sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Launch {
@@ -249,6 +263,22 @@ mod tests {
         assert!(cat.get("provided.al2023").is_ok());
         assert_eq!(execution_env("python3.11").as_deref(), Some("AWS_Lambda_python3.11"));
         assert_eq!(execution_env("provided.al2023"), None);
+    }
+
+    #[test]
+    fn interpreters_outside_usr_bring_their_prefix() {
+        let usr = Available {
+            id: "python3.11".into(),
+            family: Family::Python,
+            interpreter: Some("/usr/bin/python3.11".into()),
+        };
+        assert!(usr.host_dirs().is_empty());
+        let pyenv = Available {
+            id: "python3.12".into(),
+            family: Family::Python,
+            interpreter: Some("/nonexistent/.pyenv/versions/3.12.1/bin/python3.12".into()),
+        };
+        assert_eq!(pyenv.host_dirs(), vec![PathBuf::from("/nonexistent/.pyenv/versions/3.12.1")]);
     }
 
     #[test]

@@ -10,13 +10,20 @@
 //! This crate holds the project's `unsafe` code; every block says why it is sound.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cgroup;
+pub mod init;
+pub mod mounts;
+mod namespaces;
+pub mod netns;
 mod process;
+pub mod seccomp;
 mod spawn;
 
 use std::ffi::OsString;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
+pub use namespaces::{NamespaceBackend, NamespaceConfig, Unavailable};
 pub use process::ProcessBackend;
 
 /// Errors setting up or controlling a sandbox.
@@ -47,8 +54,11 @@ pub struct Mounts {
     pub runtime_dir: PathBuf,
     /// Merged layers (`/opt`), if any.
     pub opt: Option<PathBuf>,
-    /// A private writable directory for `/tmp`, owned by this environment.
+    /// A private writable directory for `/tmp`, owned by this environment (unisolated
+    /// backend; the isolating one uses a tmpfs).
     pub tmp: PathBuf,
+    /// Host directories shown read-only at the same path (interpreters outside `/usr`).
+    pub extra_ro: Vec<PathBuf>,
 }
 
 /// The paths a process sees for each [`Mounts`] role.
@@ -89,6 +99,8 @@ pub struct Spec {
     pub output: OwnedFd,
     pub mounts: Mounts,
     pub limits: Limits,
+    /// A network namespace to run in instead of the host's (see [`netns`]).
+    pub netns: Option<OwnedFd>,
 }
 
 /// How an environment's process ended.
@@ -96,6 +108,8 @@ pub struct Spec {
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// The program could not be executed (errno).
+    ExecFailed(i32),
 }
 
 impl std::fmt::Display for Exit {
@@ -114,6 +128,7 @@ impl std::fmt::Display for Exit {
                 };
                 write!(f, "signal: {name}")
             }
+            Exit::ExecFailed(errno) => write!(f, "{}", std::io::Error::from_raw_os_error(*errno)),
         }
     }
 }
@@ -130,6 +145,22 @@ pub trait Sandboxed: Send + Sync {
     fn kill(&mut self);
     /// The highest memory use of the environment so far, in bytes.
     fn peak_memory_bytes(&self) -> Option<u64>;
+    /// Whether the kernel killed a process of the environment for exceeding its memory.
+    fn oom_killed(&self) -> bool {
+        false
+    }
+    /// Pauses every process of the environment; false if it cannot.
+    fn freeze(&self) -> bool {
+        false
+    }
+    /// Resumes a paused environment.
+    fn thaw(&self) -> bool {
+        false
+    }
+    /// The uid the environment's processes run as, if it has its own.
+    fn uid(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// A way of starting environments.

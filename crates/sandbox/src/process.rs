@@ -38,16 +38,17 @@ impl Backend for ProcessBackend {
         fs::create_dir_all(&spec.mounts.tmp).map_err(SandboxError::Prepare)?;
         let spawn_error = |source| SandboxError::Spawn { program: spec.program.display().to_string(), source };
         let devnull = fs::File::open("/dev/null").map_err(SandboxError::Prepare)?;
+        // No RLIMIT_NPROC: it counts every process of the user, so it cannot bound one
+        // environment without its own user; the isolating backend uses the pids cgroup.
         let prepared = Prepared::new(
             &spec.program,
+            None,
             &spec.args,
             &spec.env,
             &spec.cwd,
             spec.output.as_raw_fd(),
             devnull.as_raw_fd(),
             spec.limits.max_open_files,
-            // RLIMIT_NPROC counts every process of the user, so it cannot bound one environment
-            // without its own user; the isolating backend uses the pids cgroup instead.
             None,
         )
         .map_err(spawn_error)?;
@@ -152,8 +153,9 @@ mod tests {
             env: vec![("GREETING".into(), "hi".into())],
             cwd: PathBuf::from("/"),
             output: out,
-            mounts: Mounts { task_root: "/".into(), runtime_dir: "/".into(), opt: None, tmp },
+            mounts: Mounts { task_root: "/".into(), runtime_dir: "/".into(), opt: None, tmp, extra_ro: vec![] },
             limits: Limits::default(),
+            netns: None,
         }
     }
 

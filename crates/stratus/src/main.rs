@@ -42,6 +42,10 @@ fn worker_threads() -> usize {
 }
 
 fn main() -> std::process::ExitCode {
+    // Started as an isolated environment's first process: be its init, nothing else.
+    if sandbox::init::is_init() {
+        sandbox::init::main();
+    }
     let cli = Cli::parse();
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads()).enable_all().build() {

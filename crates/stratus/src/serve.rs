@@ -33,6 +33,11 @@ pub struct ServeArgs {
     /// Seconds before the first retry of a failed asynchronous invocation (the second waits twice as long).
     #[arg(long, env = "STRATUS_ASYNC_RETRY_DELAY", default_value_t = 60)]
     async_retry_delay: u64,
+    /// Run functions WITHOUT isolation, as plain processes with the server's privileges. For
+    /// development on hosts where Stratus cannot isolate (not root, no cgroups); never for
+    /// code you do not trust.
+    #[arg(long, env = "STRATUS_UNISOLATED")]
+    unisolated: bool,
     /// Bytes of logs kept per function before the oldest are removed.
     #[arg(long, env = "STRATUS_LOG_BUDGET", default_value_t = 64 << 20)]
     log_budget: u64,
@@ -62,12 +67,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtimes::precompile(&catalogue, &config.runtime_dir);
     let names: Vec<&str> = catalogue.available().iter().map(|a| a.id.as_str()).collect();
     tracing::info!(runtimes = %names.join(", "), "runtimes available on this host");
-    let backend: Arc<dyn sandbox::Backend> = Arc::new(sandbox::ProcessBackend);
-    if !backend.isolated() {
-        tracing::warn!(
-            "execution environments are NOT isolated: functions run as plain processes with the server's privileges (development mode)"
-        );
-    }
+    let backend = choose_backend(&args, &data_dir)?;
     let invoker = invoke::Invoker::start(config, store.clone(), catalogue, backend);
     let app = api::router(api::ApiState { store, invoker: invoker.clone(), scope });
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -85,6 +85,38 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     invoker.shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
+}
+
+/// The isolating backend, or (only when asked for) the unisolated one.
+fn choose_backend(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn sandbox::Backend>> {
+    if args.unisolated {
+        tracing::warn!(
+            "--unisolated: execution environments are NOT isolated; functions run as plain processes with the server's privileges. Development only: never run code you do not trust this way."
+        );
+        return Ok(Arc::new(sandbox::ProcessBackend));
+    }
+    let exe =
+        std::env::current_exe().context("cannot find the stratus executable (it becomes each environment's init)")?;
+    let config = sandbox::NamespaceConfig::new(exe, data_dir.join("sandbox-root"));
+    match sandbox::NamespaceBackend::new(config) {
+        Ok(b) => {
+            tracing::info!(cgroups = ?b.cgroup_version(), "execution environments are isolated (namespaces, cgroups, seccomp)");
+            Ok(Arc::new(b))
+        }
+        Err(e) => {
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            anyhow::bail!(
+                "cannot isolate functions on this host ({reason}).\n\
+                 Run `stratus serve` as root on Linux with cgroups, or pass --unisolated to run functions \
+                 as plain, unconfined processes (development only)."
+            )
+        }
+    }
 }
 
 fn init_tracing() {

@@ -21,6 +21,13 @@ BIN = pathlib.Path(os.environ.get("STRATUS_BIN", ROOT / "target" / "debug" / "st
 AWS = pathlib.Path(sys.executable).parent / "aws"
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
 CREDS = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+ISOLATED = os.geteuid() == 0
+
+
+def pytest_report_header(config):
+    if ISOLATED:
+        return "stratus: functions run isolated (root: namespaces, cgroups, seccomp)"
+    return "stratus: NOT root, so functions run --unisolated and the isolation tests are skipped"
 
 
 class Server:
@@ -36,8 +43,11 @@ class Server:
     def start(self, timeout=20):
         assert BIN.exists(), f"{BIN} is missing: run `cargo build` first (scripts/test does)"
         log = open(self.log_path, "ab")
+        # Isolation needs root; elsewhere the suite runs functions unisolated (and the isolation
+        # tests skip, saying so).
+        isolation = [] if ISOLATED else ["--unisolated"]
         self.proc = subprocess.Popen(
-            [str(BIN), "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0", *self.extra],
+            [str(BIN), "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0", *isolation, *self.extra],
             stdout=subprocess.PIPE,
             stderr=log,
             env={**os.environ, "STRATUS_LOG": os.environ.get("STRATUS_LOG", "info")},

@@ -85,7 +85,8 @@ pub struct Environment {
     pub id: u64,
     blueprint: Arc<Blueprint>,
     endpoint: Endpoint,
-    sandbox: Box<dyn Sandboxed>,
+    /// `None` only while dropping.
+    sandbox: Option<Box<dyn Sandboxed>>,
     exited: watch::Receiver<bool>,
     capture: Capture,
     /// Set until the first invocation reports it.
@@ -249,11 +250,20 @@ impl Environment {
         };
         let sandbox_failure =
             |e: std::io::Error| fail("Sandbox.Failure", format!("RequestId: {request_id} Error: {e}"));
+        let uid = backend.reserve_uid();
         let (endpoint, netns) = if bp.isolated_network && backend.isolated() {
+            // Alone in its own network: nobody else can reach this endpoint.
             let net = sandbox::netns::create(ISOLATED_RUNTIME_API_PORT).map_err(sandbox_failure)?;
             (Endpoint::from_listener(net.listener).map_err(sandbox_failure)?, Some(net.netns))
         } else {
-            (Endpoint::bind(bp.runtime_api_ip).await.map_err(sandbox_failure)?, None)
+            // On the host's network every environment could reach this port: accept only
+            // connections from this environment's own uid.
+            let admit: Option<runtime_api::Admit> = uid.map(|uid| -> runtime_api::Admit {
+                std::sync::Arc::new(
+                    move |local, peer| matches!(sandbox::peer::tcp_peer_uid(local, peer), Ok(Some(u)) if u == uid),
+                )
+            });
+            (Endpoint::bind(bp.runtime_api_ip, admit).await.map_err(sandbox_failure)?, None)
         };
         let env_vars = environment_variables(bp, &layout, &endpoint.addr().to_string(), stream);
         let spec = Spec {
@@ -269,6 +279,7 @@ impl Environment {
                 ..Default::default()
             },
             netns,
+            uid,
         };
         let spawn_started = Instant::now();
         let prepared = began.elapsed();
@@ -292,7 +303,7 @@ impl Environment {
             id,
             blueprint: bp.clone(),
             endpoint,
-            sandbox,
+            sandbox: Some(sandbox),
             exited,
             capture,
             init_duration: None,
@@ -341,7 +352,7 @@ impl Environment {
     /// executable, or exited.
     async fn exit_failure(&mut self, request_id: &str) -> FunctionFailure {
         let exit = self.wait_exit().await;
-        if self.sandbox.oom_killed() {
+        if self.sandbox().oom_killed() {
             return FunctionFailure::platform("Runtime.OutOfMemory", exit_message(request_id, exit));
         }
         if let Some(Exit::ExecFailed(errno)) = exit {
@@ -355,7 +366,7 @@ impl Environment {
 
     async fn wait_exit(&mut self) -> Option<Exit> {
         for _ in 0..50 {
-            if let Some(e) = self.sandbox.try_wait() {
+            if let Some(e) = self.sandbox().try_wait() {
                 return Some(e);
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -455,7 +466,7 @@ impl Environment {
     fn peak_memory(&mut self) -> u64 {
         let fresh = self.peak_read_at.is_some_and(|t| t.elapsed() < PEAK_MEMORY_MAX_AGE);
         if !fresh {
-            if let Some(p) = self.sandbox.peak_memory_bytes() {
+            if let Some(p) = self.sandbox().peak_memory_bytes() {
                 self.peak = self.peak.max(p);
             }
             self.peak_read_at = Some(Instant::now());
@@ -463,15 +474,27 @@ impl Environment {
         self.peak
     }
 
-    /// Kills the environment's processes (idempotent).
+    /// Kills the environment's processes (idempotent, never waits).
     pub fn kill(&mut self) {
-        self.sandbox.kill();
+        self.sandbox().kill();
+    }
+
+    fn sandbox(&mut self) -> &mut dyn Sandboxed {
+        // Only `drop` takes it out.
+        self.sandbox.as_deref_mut().expect("the sandbox is present until the environment is dropped")
     }
 }
 
 impl Drop for Environment {
     fn drop(&mut self) {
-        self.sandbox.kill();
+        if let Some(mut sandbox) = self.sandbox.take() {
+            sandbox.kill();
+            // Reaping waits for every process to die: never on an async thread.
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => drop(h.spawn_blocking(move || drop(sandbox))),
+                Err(_) => drop(sandbox),
+            }
+        }
         let dir = std::mem::take(&mut self.dir);
         if !dir.as_os_str().is_empty() {
             // Removing /tmp can take a while; never on the caller's thread.

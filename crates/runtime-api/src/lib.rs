@@ -89,17 +89,18 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Binds a new endpoint on `ip` (port chosen by the kernel) and starts serving it.
-    pub async fn bind(ip: std::net::IpAddr) -> std::io::Result<Self> {
-        Self::serve(TcpListener::bind(SocketAddr::new(ip, 0)).await?)
+    /// Connections `admit` refuses (by local and peer address) are closed unanswered.
+    pub async fn bind(ip: std::net::IpAddr, admit: Option<Admit>) -> std::io::Result<Self> {
+        Self::serve(TcpListener::bind(SocketAddr::new(ip, 0)).await?, admit)
     }
 
     /// Serves an endpoint on a listener made elsewhere (inside an environment's own network
     /// namespace, for instance). The listener must be non-blocking.
     pub fn from_listener(listener: std::net::TcpListener) -> std::io::Result<Self> {
-        Self::serve(TcpListener::from_std(listener)?)
+        Self::serve(TcpListener::from_std(listener)?, None)
     }
 
-    fn serve(listener: TcpListener) -> std::io::Result<Self> {
+    fn serve(listener: TcpListener, admit: Option<Admit>) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let (inv_tx, inv_rx) = mpsc::channel(1);
         let (sig_tx, sig_rx) = mpsc::channel(2);
@@ -112,9 +113,7 @@ impl Endpoint {
         });
         let app = router(shared);
         let server = tokio::spawn(async move {
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
+            let listener = Checked { inner: listener, admit };
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::debug!(error = %e, "runtime api server ended");
             }
@@ -135,6 +134,49 @@ impl Endpoint {
     /// The next lifecycle signal (`None` once the endpoint is gone).
     pub async fn signal(&mut self) -> Option<Signal> {
         self.signals.recv().await
+    }
+}
+
+/// Decides whether a connection (local address, peer address) may use an endpoint. It runs on
+/// a blocking thread, once per connection (runtimes keep theirs open).
+pub type Admit = Arc<dyn Fn(SocketAddr, SocketAddr) -> bool + Send + Sync>;
+
+/// A listener that closes connections its [`Admit`] refuses.
+struct Checked {
+    inner: TcpListener,
+    admit: Option<Admit>,
+}
+
+impl axum::serve::Listener for Checked {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, peer) = match self.inner.accept().await {
+                Ok(x) => x,
+                Err(_) => {
+                    // Out of descriptors and the like: back off rather than spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if let Some(admit) = &self.admit {
+                let local = stream.local_addr().unwrap_or(peer);
+                let admit = admit.clone();
+                let ok = tokio::task::spawn_blocking(move || admit(local, peer)).await.unwrap_or(false);
+                if !ok {
+                    tracing::warn!(%peer, "refused a Runtime API connection from outside the environment");
+                    continue;
+                }
+            }
+            let _ = stream.set_nodelay(true);
+            return (stream, peer);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
     }
 }
 
@@ -349,7 +391,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn next_then_response_resolves_the_outcome() {
-        let mut ep = Endpoint::bind([127, 0, 0, 1].into()).await.unwrap();
+        let mut ep = Endpoint::bind([127, 0, 0, 1].into(), None).await.unwrap();
         let addr = ep.addr();
         let (inv, rx) = invocation("req-1");
         ep.submit(inv).await.unwrap();
@@ -373,7 +415,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn oversized_response_is_refused_and_reported() {
-        let ep = Endpoint::bind([127, 0, 0, 1].into()).await.unwrap();
+        let ep = Endpoint::bind([127, 0, 0, 1].into(), None).await.unwrap();
         let addr = ep.addr();
         let (inv, rx) = invocation("big");
         ep.submit(inv).await.unwrap();
@@ -390,8 +432,25 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_peers_get_no_answer() {
+        let admit: Admit = Arc::new(|_, _| false);
+        let ep = Endpoint::bind([127, 0, 0, 1].into(), Some(admit)).await.unwrap();
+        let addr = ep.addr();
+        let got = tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let _ = s.write_all(b"GET /2018-06-01/runtime/invocation/next HTTP/1.0\r\n\r\n");
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            out
+        })
+        .await
+        .unwrap();
+        assert!(got.is_empty(), "a refused connection is closed without an answer");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn init_error_is_signalled_once() {
-        let mut ep = Endpoint::bind([127, 0, 0, 1].into()).await.unwrap();
+        let mut ep = Endpoint::bind([127, 0, 0, 1].into(), None).await.unwrap();
         let addr = ep.addr();
         let statuses = tokio::task::spawn_blocking(move || {
             let hdr = "Lambda-Runtime-Function-Error-Type: Runtime.ImportModuleError\r\n";

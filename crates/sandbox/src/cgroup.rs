@@ -161,6 +161,9 @@ impl Cgroups {
                 }
                 for env in fs::read_dir(server.path()).into_iter().flatten().flatten() {
                     if env.path().is_dir() {
+                        if base.ends_with("cpu") || self.version == Version::V2 {
+                            lift_cpu_limit(self.version, &env.path());
+                        }
                         for pid in read_pids(&env.path()) {
                             let _ = nix::sys::signal::kill(
                                 nix::unistd::Pid::from_raw(pid),
@@ -308,16 +311,18 @@ impl EnvCgroup {
         read_pids(self.dir("pids"))
     }
 
-    /// Kills every process in the group (v2: `cgroup.kill`; v1: freeze, signal each, thaw).
+    /// Kills every process in the group without waiting for them (v2: `cgroup.kill`; v1:
+    /// signal each). The CPU limit is lifted first: a killed process must run to die, and a
+    /// thousand processes sharing a small quota would take minutes to.
     pub fn kill_all(&self) {
+        lift_cpu_limit(self.version, self.dir("cpu"));
+        let _ = self.set_frozen(false);
         if self.version == Version::V2 && write_file(&self.dir("unified").join("cgroup.kill"), "1").is_ok() {
             return;
         }
-        let _ = self.set_frozen(true);
         for pid in self.pids() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
-        let _ = self.set_frozen(false);
     }
 
     /// Removes the groups (they must be empty; retried briefly while processes finish dying).
@@ -333,6 +338,13 @@ impl EnvCgroup {
             }
         }
     }
+}
+
+fn lift_cpu_limit(version: Version, dir: &Path) {
+    let _ = match version {
+        Version::V1 => write_file(&dir.join("cpu.cfs_quota_us"), "-1"),
+        Version::V2 => write_file(&dir.join("cpu.max"), &format!("max {CPU_PERIOD_US}")),
+    };
 }
 
 fn read_pids(dir: &Path) -> Vec<i32> {

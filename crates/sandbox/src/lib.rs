@@ -15,6 +15,7 @@ pub mod init;
 pub mod mounts;
 mod namespaces;
 pub mod netns;
+pub mod peer;
 mod process;
 pub mod seccomp;
 mod spawn;
@@ -101,6 +102,8 @@ pub struct Spec {
     pub limits: Limits,
     /// A network namespace to run in instead of the host's (see [`netns`]).
     pub netns: Option<OwnedFd>,
+    /// The uid to run as, from [`Backend::reserve_uid`] (isolating backends only).
+    pub uid: Option<u32>,
 }
 
 /// How an environment's process ended.
@@ -133,7 +136,7 @@ impl std::fmt::Display for Exit {
     }
 }
 
-/// A running environment. Dropping it kills the whole tree.
+/// A running environment. Dropping it kills the whole tree and waits for it (blocking).
 pub trait Sandboxed: Send + Sync {
     /// The root process id (as the host sees it).
     fn pid(&self) -> i32;
@@ -141,7 +144,8 @@ pub trait Sandboxed: Send + Sync {
     fn exit_fd(&self) -> BorrowedFd<'_>;
     /// Collects the exit status if the root process has exited.
     fn try_wait(&mut self) -> Option<Exit>;
-    /// Kills every process of the environment.
+    /// Kills every process of the environment, without waiting for them to die (reaping
+    /// happens on drop, which may block: drop off the async threads).
     fn kill(&mut self);
     /// The highest memory use of the environment so far, in bytes.
     fn peak_memory_bytes(&self) -> Option<u64>;
@@ -173,4 +177,9 @@ pub trait Backend: Send + Sync {
     fn layout(&self, mounts: &Mounts) -> Layout;
     /// Starts an environment.
     fn spawn(&self, spec: Spec) -> Result<Box<dyn Sandboxed>, SandboxError>;
+    /// The uid the next environment will run as, reserved now so that its Runtime API can be
+    /// told whom to accept before the environment exists (`None`: no uid of its own).
+    fn reserve_uid(&self) -> Option<u32> {
+        None
+    }
 }

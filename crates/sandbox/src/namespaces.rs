@@ -127,6 +127,10 @@ impl Backend for NamespaceBackend {
         true
     }
 
+    fn reserve_uid(&self) -> Option<u32> {
+        Some(self.allocate_uid())
+    }
+
     fn layout(&self, _mounts: &Mounts) -> Layout {
         Layout {
             task_root: VIEW_TASK.into(),
@@ -138,7 +142,7 @@ impl Backend for NamespaceBackend {
 
     fn spawn(&self, spec: Spec) -> Result<Box<dyn Sandboxed>, SandboxError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let uid = self.allocate_uid();
+        let uid = spec.uid.unwrap_or_else(|| self.allocate_uid());
         let spawn_error = |source| SandboxError::Spawn { program: spec.program.display().to_string(), source };
         let cgroup = self
             .cgroups
@@ -267,13 +271,12 @@ impl Sandboxed for Isolated {
     }
 
     fn kill(&mut self) {
-        if self.exited.is_none() {
-            // The namespace dies with its init.
-            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-            let status = waitpid(Pid::from_raw(self.pid), None).unwrap_or(WaitStatus::StillAlive);
-            self.exited = Some(self.collect(status));
-        }
+        // Lift the CPU limit and kill everything in the group, then the init, with which the
+        // namespace dies. Nothing here waits.
         self.cgroup.kill_all();
+        if self.exited.is_none() {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
     }
 
     fn peak_memory_bytes(&self) -> Option<u64> {
@@ -299,8 +302,12 @@ impl Sandboxed for Isolated {
 
 impl Drop for Isolated {
     fn drop(&mut self) {
-        let _ = self.cgroup.set_frozen(false);
         self.kill();
+        if self.exited.is_none() {
+            // Returns once every process of the namespace is gone.
+            let status = waitpid(Pid::from_raw(self.pid), None).unwrap_or(WaitStatus::StillAlive);
+            self.exited = Some(self.collect(status));
+        }
         self.cgroup.remove();
     }
 }

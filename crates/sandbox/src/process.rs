@@ -113,11 +113,6 @@ impl Sandboxed for ProcessGroup {
         let _ = killpg(pid, Signal::SIGKILL);
         if self.exited.is_none() {
             let _ = kill(pid, Signal::SIGKILL);
-            self.exited = match waitpid(pid, None) {
-                Ok(WaitStatus::Exited(_, code)) => Some(Exit::Code(code)),
-                Ok(WaitStatus::Signaled(_, sig, _)) => Some(Exit::Signal(sig as i32)),
-                _ => Some(Exit::Signal(libc::SIGKILL)),
-            };
         }
     }
 
@@ -135,6 +130,9 @@ impl Sandboxed for ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         self.kill();
+        if self.exited.is_none() {
+            let _ = waitpid(Pid::from_raw(self.pid), None);
+        }
     }
 }
 
@@ -156,6 +154,7 @@ mod tests {
             mounts: Mounts { task_root: "/".into(), runtime_dir: "/".into(), opt: None, tmp, extra_ro: vec![] },
             limits: Limits::default(),
             netns: None,
+            uid: None,
         }
     }
 
@@ -211,7 +210,15 @@ mod tests {
         let (r, w) = nix::unistd::pipe().unwrap();
         let mut sb = ProcessBackend.spawn(spec("/bin/sh", &["-c", "sleep 100 & sleep 100"], w)).unwrap();
         sb.kill();
-        assert_eq!(sb.try_wait(), Some(Exit::Signal(9)));
+        let mut exit = None;
+        for _ in 0..500 {
+            exit = sb.try_wait();
+            if exit.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(exit, Some(Exit::Signal(9)));
         // Every writer of the pipe is gone, so reading reaches EOF instead of blocking.
         let mut out = String::new();
         std::fs::File::from(r).read_to_string(&mut out).unwrap();

@@ -419,6 +419,10 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             {
                 return fail(10);
             }
+            // Changing credentials cleared the parent-death signal: set it again.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return fail(10);
+            }
             // 11.
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return fail(11);

@@ -54,6 +54,14 @@ enum Cmd {
         #[arg(long, default_value_t = 15)]
         iterations: usize,
     },
+    /// What the sandbox costs: cold starts isolated vs unisolated, warm latency with freezing
+    /// at every idle moment, after 50 ms idle, and never.
+    Sandbox {
+        #[arg(long, default_value_t = 15)]
+        iterations: usize,
+        #[arg(long, default_value_t = 3000)]
+        requests: usize,
+    },
     /// The floor: a plain hyper server echoing JSON (used by `warm`).
     Floor,
 }
@@ -123,9 +131,14 @@ struct Stratus {
 
 impl Stratus {
     fn start(bin_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(bin_dir, &[])
+    }
+
+    fn start_with(bin_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cmd = Command::new(bin_dir.join("stratus"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--max-environments", "64", "--data-dir"]).arg(dir.path());
+        cmd.args(extra);
         cmd.env("STRATUS_LOG", "warn");
         if let Ok(v) = std::env::var("STRATUS_WORKER_THREADS") {
             cmd.env("STRATUS_WORKER_THREADS", v);
@@ -192,7 +205,8 @@ async fn latency(client: &HttpClient, url: &str, n: usize) -> anyhow::Result<(Du
     Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
 }
 
-/// CPU seconds used so far by process `pid` (all threads) and by its direct children.
+/// CPU seconds used so far by process `pid` (all threads) and by all its live descendants
+/// (function processes are grandchildren under an isolated environment's init).
 fn cpu_seconds(pid: u32) -> (f64, f64) {
     let ticks = 100.0; // USER_HZ on Linux
     let parse = |stat: &str| -> Option<(u32, f64)> {
@@ -460,6 +474,70 @@ async fn cold(bin_dir: &Path, iterations: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Median time of an invocation that starts a new environment.
+async fn cold_median(stratus: &Stratus, name: &str, iterations: usize) -> anyhow::Result<Duration> {
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        stratus.retire(name, i).await?;
+        // Let the retired environment's teardown finish: it is not part of a cold start.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let t = Instant::now();
+        let (status, body) =
+            request(&stratus.client, "POST", &stratus.invoke_url(name), Bytes::from_static(EVENT.as_bytes())).await?;
+        samples.push(t.elapsed());
+        if status != 200 {
+            bail!("invoke {name}: {status} {}", String::from_utf8_lossy(&body));
+        }
+    }
+    Ok(median(samples))
+}
+
+async fn sandbox(bin_dir: &Path, iterations: usize, requests: usize) -> anyhow::Result<()> {
+    let py_src = "def handler(event, context):\n    return event\n";
+    let echo = std::fs::read(bin_dir.join("rust-echo")).context("build examples/rust-echo in release first")?;
+    let py_zip = zip_of(&[("app.py", py_src.as_bytes(), 0o644)])?;
+    let rust_zip = zip_of(&[("bootstrap", &echo, 0o755)])?;
+    println!("## sandbox: cold start isolated vs unisolated (same binary, same run)");
+    println!("| runtime | unisolated (median) | isolated (median) | sandbox cost |");
+    println!("|---|---|---|---|");
+    let bare = Stratus::start_with(bin_dir, &["--unisolated"])?;
+    let isolated = Stratus::start(bin_dir)?;
+    for s in [&bare, &isolated] {
+        s.create("cold-py", "python3.11", "app.handler", &py_zip).await?;
+        s.create("cold-rust", "provided.al2023", "bootstrap", &rust_zip).await?;
+    }
+    for (label, name) in [("python3.11", "cold-py"), ("provided.al2023 (Rust)", "cold-rust")] {
+        // Interleaved so that both see the same machine state.
+        let mut b = Vec::new();
+        let mut i = Vec::new();
+        for round in 0..iterations {
+            b.push(cold_median(&bare, name, 1).await.map(|d| (round, d))?.1);
+            i.push(cold_median(&isolated, name, 1).await?);
+        }
+        let (b, i) = (median(b), median(i));
+        println!("| {label} | {:.1} ms | {:.1} ms | {:+.1} ms |", ms(b), ms(i), ms(i) - ms(b));
+    }
+    drop(bare);
+    drop(isolated);
+    println!();
+    println!("## sandbox: warm invoke latency (Rust no-op), concurrency 1, by freezing policy");
+    println!("| freezing | p50 | p99 |");
+    println!("|---|---|---|");
+    for (label, args) in [
+        ("unisolated (no sandbox)", &["--unisolated"][..]),
+        ("isolated, never frozen", &["--no-freeze"][..]),
+        ("isolated, frozen after 50 ms idle (default)", &[][..]),
+        ("isolated, frozen after every invocation", &["--freeze-after-ms", "0"][..]),
+    ] {
+        let s = Stratus::start_with(bin_dir, args)?;
+        s.create("warm-rust", "provided.al2023", "bootstrap", &rust_zip).await?;
+        let (p50, p99) = latency(&s.client, &s.invoke_url("warm-rust"), requests).await?;
+        println!("| {label} | {:.3} ms | {:.3} ms |", ms(p50), ms(p99));
+    }
+    println!();
+    Ok(())
+}
+
 /// The floor: a hyper server that parses and re-serializes a JSON body.
 async fn floor() -> anyhow::Result<()> {
     use hyper::service::service_fn;
@@ -489,9 +567,11 @@ fn main() -> anyhow::Result<()> {
             Cmd::Floor => floor().await,
             Cmd::Warm { requests, seconds } => warm(&cli.bin_dir, requests, seconds).await,
             Cmd::Cold { iterations } => cold(&cli.bin_dir, iterations).await,
+            Cmd::Sandbox { iterations, requests } => sandbox(&cli.bin_dir, iterations, requests).await,
             Cmd::All => {
                 warm(&cli.bin_dir, 3000, 10).await?;
-                cold(&cli.bin_dir, 15).await
+                cold(&cli.bin_dir, 15).await?;
+                sandbox(&cli.bin_dir, 15, 3000).await
             }
         }
     })

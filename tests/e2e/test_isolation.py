@@ -282,3 +282,51 @@ def test_a_function_cannot_take_another_environments_events(lam):
     assert "stolen" not in result, f"another function received the victim's event: {result}"
     for resp, payload in answers:
         assert "FunctionError" not in resp and payload == victim_api, payload
+
+
+def test_idle_environments_are_frozen_until_their_next_invocation(lam):
+    name = unique("frozen")
+    code = (
+        "import threading, time\n"
+        "ticks = [0]\n"
+        "def tick():\n"
+        "    while True:\n"
+        "        ticks[0] += 1\n"
+        "        time.sleep(0.01)\n"
+        "threading.Thread(target=tick, daemon=True).start()\n"
+        "def handler(e, c):\n"
+        "    return ticks[0]\n"
+    )
+    create(lam, name, zip_files({"app.py": code}))
+    before = invoke_json(lam, name)[1]
+    time.sleep(1.0)
+    after = invoke_json(lam, name)[1]
+    # Unfrozen, the thread would tick ~100 times in that second; frozen after 50 ms idle, a few.
+    assert after - before < 40, f"background work ran while idle: {after - before} ticks"
+    assert after > before, "and it resumes when the environment is thawed"
+
+
+UID_FN = "import os\ndef handler(e, c):\n    return os.getuid()\n"
+
+
+def test_environments_die_with_a_killed_server(fresh_server):
+    s = fresh_server("--no-freeze")
+    lam = s.client()
+    create(lam, "victim", zip_files({"app.py": UID_FN}))
+    uid = invoke_json(lam, "victim")[1]
+    assert processes_of_uid(uid)
+    s.stop(kill=True)
+    assert wait_until(lambda: not processes_of_uid(uid), timeout=5), "SIGKILL of the server ends its environments"
+
+
+def test_frozen_environments_of_a_killed_server_are_removed_at_the_next_start(fresh_server, tmp_path):
+    s = fresh_server()
+    lam = s.client()
+    create(lam, "sleeper", zip_files({"app.py": UID_FN}))
+    uid = invoke_json(lam, "sleeper")[1]
+    time.sleep(0.5)  # frozen by now
+    s.stop(kill=True)
+    time.sleep(0.5)
+    assert processes_of_uid(uid), "a frozen environment cannot react to its server's death"
+    fresh_server(data_dir=tmp_path / "other")
+    assert wait_until(lambda: not processes_of_uid(uid), timeout=10), "the next server start removes it"

@@ -93,6 +93,8 @@ pub struct Environment {
     init_duration: Option<Duration>,
     /// When it last finished an invocation (for the idle reaper).
     pub last_used: Instant,
+    /// Paused by the freezer while idle.
+    frozen: bool,
     /// The runtime's program, as the environment sees it (for error messages).
     program: PathBuf,
     /// Highest memory use seen so far, and when it was last read.
@@ -311,6 +313,7 @@ impl Environment {
             peak: 0,
             peak_read_at: None,
             program: program.clone(),
+            frozen: false,
             dir,
         };
         let mut exited = env.exited.clone();
@@ -472,6 +475,26 @@ impl Environment {
             self.peak_read_at = Some(Instant::now());
         }
         self.peak
+    }
+
+    /// Pauses the environment's processes (between invocations, as Lambda does).
+    pub fn freeze(&mut self) -> bool {
+        if !self.frozen {
+            self.frozen = self.sandbox().freeze();
+        }
+        self.frozen
+    }
+
+    /// Resumes a paused environment.
+    pub fn thaw(&mut self) {
+        if self.frozen {
+            self.sandbox().thaw();
+            self.frozen = false;
+        }
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
     }
 
     /// Kills the environment's processes (idempotent, never waits).

@@ -39,6 +39,10 @@ use pool::{Pool, Slot};
 /// Lambda functions reach the internet.
 pub const NETWORK_TAG: &str = "stratus:network";
 
+/// How long an environment stays idle before it is frozen, by default (see BENCHMARKS.md: an
+/// immediate freeze puts the runtime's `/next` request behind the thaw on every warm call).
+pub const DEFAULT_FREEZE_AFTER: Duration = Duration::from_millis(50);
+
 /// Settings of the invocation path.
 #[derive(Debug, Clone)]
 pub struct InvokerConfig {
@@ -57,6 +61,9 @@ pub struct InvokerConfig {
     pub runtime_api_ip: IpAddr,
     /// Delay before the first retry of a failed async event (the second waits twice as long).
     pub async_retry_delay: Duration,
+    /// Freeze environments idle for this long (`Some(0)`: as soon as an invocation ends;
+    /// `None`: never).
+    pub freeze_after: Option<Duration>,
 }
 
 impl InvokerConfig {
@@ -70,6 +77,7 @@ impl InvokerConfig {
             init_timeout: Duration::from_secs(10),
             runtime_api_ip: IpAddr::from([127, 0, 0, 1]),
             async_retry_delay: Duration::from_secs(60),
+            freeze_after: Some(DEFAULT_FREEZE_AFTER),
         }
     }
 }
@@ -110,6 +118,7 @@ impl Invoker {
         });
         let invoker = Self { inner };
         invoker.spawn_reaper();
+        invoker.spawn_freezer();
         queue::spawn_dispatcher(invoker.clone());
         invoker
     }
@@ -141,6 +150,26 @@ impl Invoker {
                     if n > 0 {
                         tracing::debug!(function = %pool.blueprint.config.name, stopped = n, "stopped idle environments");
                     }
+                }
+            }
+        });
+    }
+
+    fn spawn_freezer(&self) {
+        let Some(after) = self.inner.config.freeze_after else { return };
+        if after.is_zero() {
+            return; // frozen on release instead
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let period = (after / 2).max(Duration::from_millis(5));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(inner) = weak.upgrade() else { break };
+                let pools: Vec<Arc<Pool>> =
+                    inner.pools.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+                for pool in pools {
+                    pool.freeze_idle(after);
                 }
             }
         });
@@ -282,6 +311,9 @@ impl Invoker {
         tracing::debug!(function = %bp.config.name, "{}", done.report.line());
         if !done.reusable {
             tracing::info!(function = %bp.config.name, request_id = %req.request_id, env = env.id, "environment stopped after a failed invocation");
+        }
+        if self.inner.config.freeze_after == Some(Duration::ZERO) && done.reusable {
+            env.freeze();
         }
         pool.release(env, done.reusable);
         let (payload, function_error, content_type) = match done.result {

@@ -51,7 +51,9 @@ impl Pool {
     }
 
     pub fn acquire(&self) -> Slot {
-        if let Some(env) = self.idle().pop() {
+        let popped = self.idle().pop();
+        if let Some(mut env) = popped {
+            env.thaw();
             return Slot::Warm(env);
         }
         let mut live = self.live.load(Ordering::Acquire);
@@ -83,6 +85,18 @@ impl Pool {
     /// Gives back a slot whose environment never started (or was dropped).
     pub fn forget(&self) {
         self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Freezes idle environments unused for at least `after`.
+    pub fn freeze_idle(&self, after: Duration) -> usize {
+        let now = Instant::now();
+        let mut n = 0;
+        for env in self.idle().iter_mut() {
+            if !env.is_frozen() && now.duration_since(env.last_used) >= after && env.freeze() {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Stops idle environments unused for longer than `keep_alive`.

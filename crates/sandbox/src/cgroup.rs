@@ -149,32 +149,53 @@ impl Cgroups {
         Ok(())
     }
 
-    /// Removes `stratus/s<pid>` groups whose server is gone.
+    /// Removes `stratus/s<pid>` groups whose server is gone, and everything still in them.
     fn remove_stale(&self) {
-        for base in self.bases() {
-            let Ok(servers) = fs::read_dir(base.join("stratus")) else { continue };
-            for server in servers.flatten() {
+        let stale: Vec<PathBuf> = self
+            .bases()
+            .iter()
+            .flat_map(|base| fs::read_dir(base.join("stratus")).into_iter().flatten().flatten())
+            .filter(|server| {
                 let name = server.file_name().to_string_lossy().to_string();
-                let Some(pid) = name.strip_prefix('s').and_then(|p| p.parse::<u32>().ok()) else { continue };
-                if Path::new(&format!("/proc/{pid}")).exists() {
-                    continue;
-                }
-                for env in fs::read_dir(server.path()).into_iter().flatten().flatten() {
-                    if env.path().is_dir() {
-                        if base.ends_with("cpu") || self.version == Version::V2 {
-                            lift_cpu_limit(self.version, &env.path());
-                        }
-                        for pid in read_pids(&env.path()) {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
-                        }
-                        let _ = fs::remove_dir(env.path());
+                name.strip_prefix('s')
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            })
+            .map(|server| server.path())
+            .collect();
+        let envs = |server: &Path| -> Vec<PathBuf> {
+            fs::read_dir(server).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect()
+        };
+        // A frozen process cannot even die, and a throttled one dies slowly: thaw and lift first.
+        for server in &stale {
+            for env in envs(server) {
+                for (file, value) in [("freezer.state", "THAWED"), ("cgroup.freeze", "0")] {
+                    if env.join(file).exists() {
+                        let _ = write_file(&env.join(file), value);
                     }
                 }
-                let _ = fs::remove_dir(server.path());
+                if env.join("cpu.cfs_quota_us").exists() || env.join("cpu.max").exists() {
+                    lift_cpu_limit(self.version, &env);
+                }
             }
+        }
+        for server in &stale {
+            for env in envs(server) {
+                for pid in read_pids(&env) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+        for server in &stale {
+            for env in envs(server) {
+                for _ in 0..100 {
+                    if fs::remove_dir(&env).is_ok() || !env.exists() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+            let _ = fs::remove_dir(server);
         }
     }
 

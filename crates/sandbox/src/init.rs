@@ -20,6 +20,9 @@ pub fn is_init() -> bool {
 }
 
 const STATUS_FD: i32 = 3;
+/// The read end of the server's lifeline pipe: it reaches end-of-file when the server dies.
+/// (A parent-death signal cannot do this job: an init ignores signals it has no handler for.)
+const LIFELINE_FD: i32 = 4;
 
 fn report(line: &str) {
     // SAFETY: write(2) on our own status descriptor with a valid buffer.
@@ -43,8 +46,10 @@ pub fn main() -> ! {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
-        // The runtime must not inherit the status pipe.
+        let signals = libc::signalfd(-1, &all, libc::SFD_CLOEXEC);
+        // The runtime must not inherit the status pipe or the lifeline.
         libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(LIFELINE_FD, libc::F_SETFD, libc::FD_CLOEXEC);
         let child = libc::fork();
         if child < 0 {
             report(&format!("execfail {}\n", *libc::__errno_location()));
@@ -64,11 +69,27 @@ pub fn main() -> ! {
             libc::_exit(127);
         }
         loop {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            let sig = libc::sigwaitinfo(&all, &mut info);
-            if sig < 0 {
+            let mut fds = [
+                libc::pollfd { fd: signals, events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: LIFELINE_FD, events: libc::POLLIN, revents: 0 },
+            ];
+            if libc::poll(fds.as_mut_ptr(), 2, -1) < 0 {
                 continue;
             }
+            if fds[1].revents != 0 {
+                // The server is gone: so is the environment (everything dies with this init).
+                libc::_exit(0);
+            }
+            let mut info: libc::signalfd_siginfo = std::mem::zeroed();
+            let n = libc::read(
+                signals,
+                &mut info as *mut _ as *mut libc::c_void,
+                std::mem::size_of::<libc::signalfd_siginfo>(),
+            );
+            if n != std::mem::size_of::<libc::signalfd_siginfo>() as isize {
+                continue;
+            }
+            let sig = info.ssi_signo as i32;
             if sig == libc::SIGCHLD {
                 loop {
                     let mut status = 0;

@@ -19,6 +19,7 @@ pub mod peer;
 mod process;
 pub mod seccomp;
 mod spawn;
+pub mod tuning;
 
 use std::ffi::OsString;
 use std::os::fd::{BorrowedFd, OwnedFd};

@@ -28,14 +28,24 @@ pub struct NamespaceConfig {
     pub staging: PathBuf,
     /// `/sys/fs/cgroup`.
     pub cgroup_root: PathBuf,
-    /// Environments run as uids `uid_base .. uid_base + uid_count`, one per environment.
+    /// Environments run as uids from `uid_base` on, one per environment: each server on the
+    /// host claims a block of `uid_count` (by lock file), so servers never share uids.
     pub uid_base: u32,
     pub uid_count: u32,
+    /// Where the uid blocks' lock files live.
+    pub uid_lock_dir: PathBuf,
 }
 
 impl NamespaceConfig {
     pub fn new(init_exe: PathBuf, staging: PathBuf) -> Self {
-        Self { init_exe, staging, cgroup_root: "/sys/fs/cgroup".into(), uid_base: 900_000, uid_count: 60_000 }
+        Self {
+            init_exe,
+            staging,
+            cgroup_root: "/sys/fs/cgroup".into(),
+            uid_base: 900_000,
+            uid_count: 10_000,
+            uid_lock_dir: "/run/stratus/uid-blocks".into(),
+        }
     }
 }
 
@@ -65,8 +75,14 @@ pub struct NamespaceBackend {
     seccomp: Vec<libc::sock_filter>,
     /// The init executable, opened once; environments exec it by descriptor.
     init: File,
+    /// Every environment's init holds the read end; only this server holds the write end, so
+    /// when the server dies (even by SIGKILL) every init sees end-of-file and exits.
+    lifeline: (OwnedFd, OwnedFd),
     next_uid: AtomicU64,
     next_id: AtomicU64,
+    /// The claimed uid block: its first uid, and the locked file that holds the claim.
+    uid_first: u32,
+    _uid_claim: File,
 }
 
 impl std::fmt::Debug for NamespaceBackend {
@@ -93,7 +109,20 @@ impl NamespaceBackend {
             .map_err(|source| Unavailable::Prepare { path: config.staging.clone(), source })?;
         let init = File::open(&config.init_exe)
             .map_err(|source| Unavailable::Prepare { path: config.init_exe.clone(), source })?;
-        Ok(Self { config, cgroups, seccomp, init, next_uid: AtomicU64::new(0), next_id: AtomicU64::new(1) })
+        let lifeline = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Unavailable::Prepare { path: "lifeline pipe".into(), source: e.into() })?;
+        let (uid_first, uid_claim) = claim_uid_block(&config)?;
+        Ok(Self {
+            config,
+            cgroups,
+            seccomp,
+            init,
+            lifeline,
+            next_uid: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+            uid_first,
+            _uid_claim: uid_claim,
+        })
     }
 
     /// The cgroup flavour in use.
@@ -103,8 +132,23 @@ impl NamespaceBackend {
 
     fn allocate_uid(&self) -> u32 {
         let n = self.next_uid.fetch_add(1, Ordering::Relaxed) % u64::from(self.config.uid_count.max(1));
-        self.config.uid_base + n as u32
+        self.uid_first + n as u32
     }
+}
+
+/// Claims the first free block of uids (a lock file held for the server's life).
+fn claim_uid_block(config: &NamespaceConfig) -> Result<(u32, File), Unavailable> {
+    let prepare = |source| Unavailable::Prepare { path: config.uid_lock_dir.clone(), source };
+    fs::create_dir_all(&config.uid_lock_dir).map_err(prepare)?;
+    for block in 0..100u32 {
+        let path = config.uid_lock_dir.join(format!("{block}.lock"));
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(prepare)?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok((config.uid_base + block * config.uid_count, file));
+        }
+    }
+    Err(prepare(io::Error::other("every uid block is claimed by another server")))
 }
 
 impl Drop for NamespaceBackend {
@@ -185,6 +229,7 @@ impl Backend for NamespaceBackend {
             self.seccomp.clone(),
             self.init.as_raw_fd(),
             status_write.as_raw_fd(),
+            self.lifeline.0.as_raw_fd(),
         )
         .map_err(spawn_error)?;
         let mut args: Vec<std::ffi::OsString> = vec![spec.program.clone().into_os_string()];

@@ -15,7 +15,7 @@
 //!  5. build the root filesystem and pivot into it
 //!  6. set the hostname
 //!  7. resource limits
-//!  8. stdio (and the status pipe as fd 3)
+//!  8. stdio (and the status pipe as fd 3, the server's lifeline as fd 4)
 //!  9. working directory
 //! 10. drop to the environment's uid and gid
 //! 11. no new privileges; the seccomp filter
@@ -108,6 +108,8 @@ pub(crate) struct Isolation {
     exec_fd: RawFd,
     /// Becomes fd 3: where the environment's init reports how the runtime ended.
     status_fd: RawFd,
+    /// Becomes fd 4: the read end of the server's lifeline pipe.
+    lifeline_fd: RawFd,
 }
 
 impl Isolation {
@@ -124,6 +126,7 @@ impl Isolation {
         seccomp: Vec<libc::sock_filter>,
         exec_fd: RawFd,
         status_fd: RawFd,
+        lifeline_fd: RawFd,
     ) -> io::Result<Self> {
         Ok(Self {
             clone_flags,
@@ -138,6 +141,7 @@ impl Isolation {
             seccomp,
             exec_fd,
             status_fd,
+            lifeline_fd,
         })
     }
 }
@@ -403,7 +407,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             return fail(8);
         }
         if let Some(iso) = &p.isolation
-            && libc::dup2(iso.status_fd, 3) < 0
+            && (libc::dup2(iso.status_fd, 3) < 0 || libc::dup2(iso.lifeline_fd, 4) < 0)
         {
             return fail(8);
         }
@@ -412,10 +416,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             return fail(9);
         }
         if let Some(iso) = &p.isolation {
-            // 10.
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setresgid(iso.gid, iso.gid, iso.gid) != 0
-                || libc::setresuid(iso.uid, iso.uid, iso.uid) != 0
+            // 10. Raw system calls: glibc's wrappers apply the change to every thread of the
+            // process by signalling them, and this child shares the platform's thread list.
+            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+                || libc::syscall(libc::SYS_setresgid, iso.gid, iso.gid, iso.gid) != 0
+                || libc::syscall(libc::SYS_setresuid, iso.uid, iso.uid, iso.uid) != 0
             {
                 return fail(10);
             }

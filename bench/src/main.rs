@@ -220,16 +220,30 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
     };
     let own =
         std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| parse(&s)).map(|x| x.1).unwrap_or(0.0);
-    let mut children = 0.0;
+    let mut procs: Vec<(u32, u32, f64)> = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(me) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat"))
             && let Some((ppid, cpu)) = parse(&stat)
-            && ppid == pid
         {
-            children += cpu;
+            procs.push((me, ppid, cpu));
         }
     }
-    (own, children)
+    // Function processes are grandchildren under an isolated environment's init.
+    let mut tree = std::collections::HashSet::from([pid]);
+    loop {
+        let before = tree.len();
+        for (me, ppid, _) in &procs {
+            if tree.contains(ppid) {
+                tree.insert(*me);
+            }
+        }
+        if tree.len() == before {
+            break;
+        }
+    }
+    let descendants = procs.iter().filter(|(me, _, _)| *me != pid && tree.contains(me)).map(|p| p.2).sum();
+    (own, descendants)
 }
 
 /// Requests per second with `concurrency` clients for `seconds` (after a 2 s warm-up).

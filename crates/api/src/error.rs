@@ -26,7 +26,7 @@ impl ApiError {
 
 fn status_of(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::ResourceNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::ResourceNotFound | ErrorCode::ProvisionedConcurrencyConfigNotFound => StatusCode::NOT_FOUND,
         ErrorCode::ResourceConflict => StatusCode::CONFLICT,
         ErrorCode::InvalidParameterValue
         | ErrorCode::Validation

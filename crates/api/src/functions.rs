@@ -40,7 +40,7 @@ pub(crate) fn function_ref(state: &ApiState, raw: &str, qualifier: Option<&str>)
     Ok(FunctionRef::parse(raw, NameUse::Reference)?.resolve(&state.scope, qualifier)?)
 }
 
-/// Only `$LATEST` exists until versions are published (issue: versions and aliases).
+/// Updates apply to `$LATEST` only.
 fn only_latest(state: &ApiState, r: &FunctionRef) -> Result<(), ApiError> {
     match r.qualifier.as_deref() {
         None | Some(model::LATEST) => Ok(()),
@@ -77,10 +77,6 @@ fn unsupported_code_source() -> ApiError {
     ))
 }
 
-fn no_publish() -> ApiError {
-    ApiError(LambdaError::invalid_parameter("Publishing versions is not supported by this Stratus yet; omit Publish."))
-}
-
 fn json_response(status: StatusCode, v: serde_json::Value) -> Response {
     (status, Json(v)).into_response()
 }
@@ -103,9 +99,7 @@ pub async fn create_function(State(state): State<ApiState>, body: Body) -> ApiRe
         )
         .into());
     }
-    if input.publish == Some(true) {
-        return Err(no_publish());
-    }
+    let publish = input.publish == Some(true);
     let code = input.code.unwrap_or_default();
     if code.s3_bucket.is_some() || code.s3_key.is_some() || code.image_uri.is_some() {
         return Err(unsupported_code_source());
@@ -132,18 +126,34 @@ pub async fn create_function(State(state): State<ApiState>, body: Body) -> ApiRe
     }
     state.invoker.invalidate(&config.name);
     tracing::info!(function = %config.name, runtime = %config.runtime, code_sha256 = %config.code_sha256, "function created");
+    if publish {
+        let v = crate::versions::publish(&state, &config.name, None, None, None).await?;
+        let version = v.version.clone();
+        return Ok(json_response(
+            StatusCode::CREATED,
+            wire::function_configuration(&v, &state.scope, StateView::Creating, Some(&version)),
+        ));
+    }
     Ok(json_response(
         StatusCode::CREATED,
-        wire::function_configuration(&config, &state.scope, StateView::Creating, false),
+        wire::function_configuration(&config, &state.scope, StateView::Creating, None),
     ))
 }
 
-async fn load(state: &ApiState, r: &FunctionRef) -> Result<FunctionConfig, ApiError> {
-    only_latest(state, r)?;
+/// The configuration a (possibly qualified) reference names: `$LATEST`, a version, or the
+/// version an alias points to.
+pub(crate) async fn load(state: &ApiState, r: &FunctionRef) -> Result<FunctionConfig, ApiError> {
     let name = r.name.clone();
+    let q = r.qualifier.clone();
     state
         .store
-        .run(move |db| db.get_version(&name, model::LATEST))
+        .run(move |db| match model::versions::Qualifier::parse(q.as_deref()) {
+            model::versions::Qualifier::Alias(a) => match db.get_alias(&name, &a)? {
+                Some(alias) => db.get_version(&name, &alias.function_version),
+                None => Ok(None),
+            },
+            other => db.get_version(&name, &other.version().unwrap_or_default()),
+        })
         .await
         .map_err(|e| ApiError::internal("cannot read the function", e))?
         .ok_or_else(|| not_found(state, &r.name, r.qualifier.as_deref()))
@@ -164,11 +174,14 @@ pub async fn get_function(
     let r = function_ref(&state, &raw, q.qualifier.as_deref())?;
     let config = load(&state, &r).await?;
     let name = r.name.clone();
-    let tags =
-        state.store.run(move |db| db.tags(&name)).await.map_err(|e| ApiError::internal("cannot read tags", e))?;
+    let (tags, reserved) = state
+        .store
+        .run(move |db| Ok((db.tags(&name)?, db.reserved_concurrency(&name)?.flatten())))
+        .await
+        .map_err(|e| ApiError::internal("cannot read tags", e))?;
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     let mut out = json!({
-        "Configuration": wire::function_configuration(&config, &state.scope, StateView::Settled, r.qualifier.is_some()),
+        "Configuration": wire::function_configuration(&config, &state.scope, StateView::Settled, r.qualifier.as_deref()),
         "Code": {
             "RepositoryType": "S3",
             "Location": format!("http://{host}/_stratus/code/{}.zip", config.code_sha256),
@@ -176,6 +189,9 @@ pub async fn get_function(
     });
     if let Some(tags) = tags.filter(|t| !t.is_empty()) {
         out["Tags"] = json!(tags);
+    }
+    if let Some(r) = reserved {
+        out["Concurrency"] = json!({ "ReservedConcurrentExecutions": r });
     }
     Ok(json_response(StatusCode::OK, out))
 }
@@ -189,7 +205,7 @@ pub async fn get_configuration(
     let config = load(&state, &r).await?;
     Ok(json_response(
         StatusCode::OK,
-        wire::function_configuration(&config, &state.scope, StateView::Settled, r.qualifier.is_some()),
+        wire::function_configuration(&config, &state.scope, StateView::Settled, r.qualifier.as_deref()),
     ))
 }
 
@@ -228,7 +244,7 @@ pub async fn list_functions(State(state): State<ApiState>, Query(q): Query<ListQ
     let more = page.len() > max;
     let page = &page[..page.len().min(max)];
     let mut out = json!({
-        "Functions": page.iter().map(|c| wire::function_configuration(c, &state.scope, StateView::Listed, false)).collect::<Vec<_>>(),
+        "Functions": page.iter().map(|c| wire::function_configuration(c, &state.scope, StateView::Listed, None)).collect::<Vec<_>>(),
     });
     if more && let Some(last) = page.last() {
         out["NextMarker"] = json!(last.name);
@@ -241,9 +257,7 @@ pub async fn update_code(State(state): State<ApiState>, Path(raw): Path<String>,
     let input: wire::UpdateCodeIn = wire::parse_body(&bytes)?;
     let r = function_ref(&state, &raw, None)?;
     only_latest(&state, &r)?;
-    if input.publish == Some(true) {
-        return Err(no_publish());
-    }
+    let publish = input.publish == Some(true);
     if input.s3_bucket.is_some() || input.s3_key.is_some() || input.image_uri.is_some() {
         return Err(unsupported_code_source());
     }
@@ -271,7 +285,7 @@ pub async fn update_code(State(state): State<ApiState>, Path(raw): Path<String>,
         let config = load(&state, &r).await?;
         return Ok(json_response(
             StatusCode::OK,
-            wire::function_configuration(&config, &state.scope, StateView::Settled, false),
+            wire::function_configuration(&config, &state.scope, StateView::Settled, None),
         ));
     }
     let stored = state.store.ingest_code(zip).await.map_err(code_error)?;
@@ -292,7 +306,12 @@ pub async fn update_code(State(state): State<ApiState>, Path(raw): Path<String>,
     let config = updated(&state, &r, result)?;
     state.invoker.invalidate(&config.name);
     tracing::info!(function = %config.name, code_sha256 = %config.code_sha256, "function code updated");
-    Ok(json_response(StatusCode::OK, wire::function_configuration(&config, &state.scope, StateView::Updating, false)))
+    if publish {
+        let v = crate::versions::publish(&state, &config.name, None, None, None).await?;
+        let version = v.version.clone();
+        return Ok(json_response(StatusCode::OK, wire::function_configuration(&v, &state.scope, StateView::Updating, Some(&version))));
+    }
+    Ok(json_response(StatusCode::OK, wire::function_configuration(&config, &state.scope, StateView::Updating, None)))
 }
 
 fn uuid_like() -> String {
@@ -341,7 +360,7 @@ pub async fn update_configuration(State(state): State<ApiState>, Path(raw): Path
     let config = updated(&state, &r, result)?;
     state.invoker.invalidate(&config.name);
     tracing::info!(function = %config.name, "function configuration updated");
-    Ok(json_response(StatusCode::OK, wire::function_configuration(&config, &state.scope, StateView::Updating, false)))
+    Ok(json_response(StatusCode::OK, wire::function_configuration(&config, &state.scope, StateView::Updating, None)))
 }
 
 pub async fn delete_function(
@@ -377,6 +396,7 @@ pub async fn delete_function(
 pub async fn account_settings(State(state): State<ApiState>) -> ApiResult {
     let (count, size) =
         state.store.run(|db| db.usage()).await.map_err(|e| ApiError::internal("cannot read usage", e))?;
+    let (limit, unreserved) = state.invoker.account_concurrency();
     Ok(json_response(
         StatusCode::OK,
         json!({
@@ -384,8 +404,8 @@ pub async fn account_settings(State(state): State<ApiState>) -> ApiResult {
                 "TotalCodeSize": 80_530_636_800u64,
                 "CodeSizeUnzipped": store::code::MAX_UNZIPPED_BYTES,
                 "CodeSizeZipped": store::code::MAX_ZIPPED_BYTES,
-                "ConcurrentExecutions": 1000,
-                "UnreservedConcurrentExecutions": 1000,
+                "ConcurrentExecutions": limit,
+                "UnreservedConcurrentExecutions": unreserved,
             },
             "AccountUsage": { "TotalCodeSize": size, "FunctionCount": count },
         }),

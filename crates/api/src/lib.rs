@@ -12,6 +12,7 @@ mod error;
 mod functions;
 mod internal;
 mod invoke;
+mod versions;
 mod wire;
 
 use std::time::Instant;
@@ -78,6 +79,7 @@ async fn unknown_operation() -> Response {
 /// The API router.
 pub fn router(state: ApiState) -> Router {
     use functions as f;
+    use versions as v;
     Router::new()
         .route("/2015-03-31/functions", post(f::create_function).get(f::list_functions))
         .route("/2015-03-31/functions/", post(f::create_function).get(f::list_functions))
@@ -87,6 +89,23 @@ pub fn router(state: ApiState) -> Router {
         .route("/2015-03-31/functions/{name}/invocations", post(invoke_handlers::invoke))
         .route("/2014-11-13/functions/{name}/invoke-async", post(invoke_handlers::invoke_async))
         .route("/2014-11-13/functions/{name}/invoke-async/", post(invoke_handlers::invoke_async))
+        .route("/2015-03-31/functions/{name}/versions", post(v::publish_version).get(v::list_versions))
+        .route("/2015-03-31/functions/{name}/aliases", post(v::create_alias).get(v::list_aliases))
+        .route("/2015-03-31/functions/{name}/aliases/{alias}", get(v::get_alias).put(v::update_alias).delete(v::delete_alias))
+        .route("/2017-10-31/functions/{name}/concurrency", axum::routing::put(v::put_concurrency).delete(v::delete_concurrency))
+        .route("/2019-09-30/functions/{name}/concurrency", get(v::get_concurrency))
+        .route(
+            "/2019-09-30/functions/{name}/provisioned-concurrency",
+            axum::routing::put(v::put_provisioned).get(v::get_provisioned).delete(v::delete_provisioned),
+        )
+        .route(
+            "/2019-09-25/functions/{name}/event-invoke-config",
+            axum::routing::put(v::put_event_config)
+                .post(v::update_event_config)
+                .get(v::get_event_config)
+                .delete(v::delete_event_config),
+        )
+        .route("/2019-09-25/functions/{name}/event-invoke-config/list", get(v::list_event_configs))
         .route("/2016-08-19/account-settings", get(f::account_settings))
         .route("/2016-08-19/account-settings/", get(f::account_settings))
         .route("/2017-03-31/tags/{arn}", get(f::list_tags).post(f::tag_resource).delete(f::untag_resource))

@@ -134,6 +134,97 @@ pub struct UpdateConfigIn {
     pub config: ConfigIn,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PublishVersionIn {
+    pub code_sha256: Option<String>,
+    pub description: Option<String>,
+    pub revision_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RoutingConfigIn {
+    pub additional_version_weights: Option<BTreeMap<String, f64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AliasIn {
+    pub name: Option<String>,
+    pub function_version: Option<String>,
+    pub description: Option<String>,
+    pub routing_config: Option<RoutingConfigIn>,
+    pub revision_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConcurrencyIn {
+    pub reserved_concurrent_executions: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProvisionedIn {
+    pub provisioned_concurrent_executions: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DestinationIn {
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DestinationConfigIn {
+    pub on_success: Option<DestinationIn>,
+    pub on_failure: Option<DestinationIn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EventInvokeConfigIn {
+    pub maximum_retry_attempts: Option<i64>,
+    pub maximum_event_age_in_seconds: Option<i64>,
+    pub destination_config: Option<DestinationConfigIn>,
+}
+
+/// `AliasConfiguration`.
+pub fn alias_configuration(function: &str, a: &model::versions::AliasConfig, scope: &Scope) -> Value {
+    let mut v = json!({
+        "AliasArn": scope.qualified_arn(function, &a.name),
+        "Name": a.name,
+        "FunctionVersion": a.function_version,
+        "Description": a.description,
+        "RevisionId": a.revision_id,
+    });
+    if !a.routing.is_empty() {
+        v["RoutingConfig"] = json!({ "AdditionalVersionWeights": a.routing });
+    }
+    v
+}
+
+/// `FunctionEventInvokeConfig`.
+pub fn event_invoke_config(function: &str, qualifier: &str, c: &model::versions::EventInvokeConfig, scope: &Scope) -> Value {
+    let mut v = json!({
+        "LastModified": c.last_modified_ms as f64 / 1000.0,
+        "FunctionArn": scope.qualified_arn(function, qualifier),
+        "DestinationConfig": {
+            "OnSuccess": c.on_success.as_ref().map(|d| json!({ "Destination": d })).unwrap_or(json!({})),
+            "OnFailure": c.on_failure.as_ref().map(|d| json!({ "Destination": d })).unwrap_or(json!({})),
+        },
+    });
+    if let Some(r) = c.max_retries {
+        v["MaximumRetryAttempts"] = json!(r);
+    }
+    if let Some(a) = c.max_age_s {
+        v["MaximumEventAgeInSeconds"] = json!(a);
+    }
+    v
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TagResourceIn {
@@ -153,9 +244,13 @@ pub enum StateView {
     Listed,
 }
 
-/// `FunctionConfiguration`.
-pub fn function_configuration(c: &FunctionConfig, scope: &Scope, view: StateView, qualified: bool) -> Value {
-    let arn = if qualified { scope.qualified_arn(&c.name, &c.version) } else { scope.function_arn(&c.name) };
+/// `FunctionConfiguration`. `qualifier`, when given, qualifies `FunctionArn` (the version, or
+/// the alias the caller named).
+pub fn function_configuration(c: &FunctionConfig, scope: &Scope, view: StateView, qualifier: Option<&str>) -> Value {
+    let arn = match qualifier {
+        Some(q) => scope.qualified_arn(&c.name, q),
+        None => scope.function_arn(&c.name),
+    };
     let mut v = json!({
         "FunctionName": c.name,
         "FunctionArn": arn,
@@ -246,14 +341,14 @@ mod tests {
         .into_new_config("f", "00", 1, 0)
         .unwrap();
         let scope = Scope::default();
-        let v = function_configuration(&c, &scope, StateView::Creating, false);
+        let v = function_configuration(&c, &scope, StateView::Creating, None);
         assert_eq!(v["State"], "Pending");
         assert!(v.get("LastUpdateStatus").is_none());
         assert!(v.get("Environment").is_none());
         assert_eq!(v["FunctionArn"], "arn:aws:lambda:us-east-1:000000000000:function:f");
-        let v = function_configuration(&c, &scope, StateView::Settled, true);
+        let v = function_configuration(&c, &scope, StateView::Settled, Some("$LATEST"));
         assert_eq!(v["LastUpdateStatus"], "Successful");
         assert!(v["FunctionArn"].as_str().unwrap().ends_with(":$LATEST"));
-        assert!(function_configuration(&c, &scope, StateView::Listed, false).get("State").is_none());
+        assert!(function_configuration(&c, &scope, StateView::Listed, None).get("State").is_none());
     }
 }

@@ -95,6 +95,8 @@ pub struct Environment {
     pub last_used: Instant,
     /// Paused by the freezer while idle.
     frozen: bool,
+    /// Kept initialised for provisioned concurrency: never stopped for being idle.
+    pub provisioned: bool,
     /// The runtime's program, as the environment sees it (for error messages).
     program: PathBuf,
     /// Highest memory use seen so far, and when it was last read.
@@ -150,6 +152,7 @@ impl Environment {
         sink: LogSink,
         request_id: &str,
         want_tail: bool,
+        provisioned: bool,
     ) -> Result<Self, StartFailure> {
         let began = Instant::now();
         let id = NEXT_ENV_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -172,7 +175,7 @@ impl Environment {
             capture.line(rt_version).await;
         }
         let booted =
-            Self::boot(&bp, backend, id, dir.clone(), &stream, writer, capture.clone(), request_id, began).await;
+            Self::boot(&bp, backend, id, dir.clone(), &stream, writer, capture.clone(), request_id, began, provisioned).await;
         let failure = match booted {
             Ok(env) => return Ok(env),
             Err(f) => f,
@@ -211,6 +214,7 @@ impl Environment {
         capture: Capture,
         request_id: &str,
         began: Instant,
+        provisioned: bool,
     ) -> Result<Self, FunctionFailure> {
         let fail = |error_type: &str, message: String| FunctionFailure::platform(error_type, message);
         let mounts = Mounts {
@@ -267,7 +271,14 @@ impl Environment {
             });
             (Endpoint::bind(bp.runtime_api_ip, admit).await.map_err(sandbox_failure)?, None)
         };
-        let env_vars = environment_variables(bp, &layout, &endpoint.addr().to_string(), stream);
+        let mut env_vars = environment_variables(bp, &layout, &endpoint.addr().to_string(), stream);
+        if provisioned {
+            for (k, v) in env_vars.iter_mut() {
+                if k == "AWS_LAMBDA_INITIALIZATION_TYPE" {
+                    *v = "provisioned-concurrency".into();
+                }
+            }
+        }
         let spec = Spec {
             program: program.clone(),
             args: args.into_iter().map(Into::into).collect(),
@@ -314,6 +325,7 @@ impl Environment {
             peak_read_at: None,
             program: program.clone(),
             frozen: false,
+            provisioned,
             dir,
         };
         let mut exited = env.exited.clone();

@@ -11,9 +11,11 @@
 //! function's answer).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod admission;
 mod capture;
 mod env;
 mod pool;
+mod provisioned;
 mod queue;
 
 use std::collections::HashMap;
@@ -23,8 +25,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use admission::{Account, FunctionConcurrency, ScalingRate};
 use bytes::Bytes;
 use model::invoke::{InvokeRequest, InvokeResult, Trigger};
+use model::versions::{AliasConfig, Qualifier};
 use model::{FunctionConfig, LambdaError, Scope, ThrottleReason};
 use runtimes::{Catalogue, Paths};
 use sandbox::Backend;
@@ -64,6 +68,11 @@ pub struct InvokerConfig {
     /// Freeze environments idle for this long (`Some(0)`: as soon as an invocation ends;
     /// `None`: never).
     pub freeze_after: Option<Duration>,
+    /// Invocations the account may have in flight (Lambda's default: 1,000).
+    pub account_concurrency: usize,
+    /// New environments a function may start per `scaling_window` (Lambda: 1,000 per 10 s).
+    pub scaling_burst: u32,
+    pub scaling_window: Duration,
 }
 
 impl InvokerConfig {
@@ -78,6 +87,9 @@ impl InvokerConfig {
             runtime_api_ip: IpAddr::from([127, 0, 0, 1]),
             async_retry_delay: Duration::from_secs(60),
             freeze_after: Some(DEFAULT_FREEZE_AFTER),
+            account_concurrency: 1000,
+            scaling_burst: 1000,
+            scaling_window: Duration::from_secs(10),
         }
     }
 }
@@ -88,11 +100,36 @@ struct Inner {
     sink: LogSink,
     catalogue: Catalogue,
     backend: Arc<dyn Backend>,
-    /// Pools by function name (only `$LATEST` exists so far).
-    pools: std::sync::Mutex<HashMap<String, Arc<Pool>>>,
-    /// Bumped by every invalidation; a pool built from data read before a bump is discarded.
-    epoch: AtomicU64,
+    /// What the invoker knows of each function it has seen.
+    functions: std::sync::Mutex<HashMap<String, Arc<FunctionState>>>,
+    account: Arc<Account>,
     queue: queue::Queue,
+    provisioned: provisioned::Provisioner,
+}
+
+/// One function's cached state: its pools (one per version), aliases, reservation, counters.
+struct FunctionState {
+    concurrency: Arc<FunctionConcurrency>,
+    /// `None` until read from the store; then the reservation (itself optional).
+    reserved: std::sync::Mutex<Option<Option<u32>>>,
+    pools: std::sync::Mutex<HashMap<String, Arc<Pool>>>,
+    aliases: std::sync::Mutex<HashMap<String, Arc<AliasConfig>>>,
+    /// Asynchronous-invocation settings by qualifier.
+    event_configs: std::sync::Mutex<HashMap<String, model::versions::EventInvokeConfig>>,
+    /// Bumped by every invalidation; a pool or alias read before a bump is not cached.
+    epoch: AtomicU64,
+    scaling: std::sync::Mutex<ScalingRate>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; the data is plain and stays consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FunctionState {
+    fn all_pools(&self) -> Vec<Arc<Pool>> {
+        lock(&self.pools).values().cloned().collect()
+    }
 }
 
 /// The invocation service. Cheap to clone.
@@ -106,20 +143,30 @@ impl Invoker {
     pub fn start(config: InvokerConfig, store: Store, catalogue: Catalogue, backend: Arc<dyn Backend>) -> Self {
         let sink = store.logs.start_writer();
         let _ = std::fs::remove_dir_all(&config.envs_dir);
+        let account = Arc::new(Account::new(config.account_concurrency));
+        match store.run_now(|db| db.all_reserved()) {
+            Ok(all) => {
+                let sum: usize = all.iter().map(|(_, r)| *r as usize).sum();
+                account.reserved_sum.store(sum, Ordering::Release);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read reserved concurrency"),
+        }
         let inner = Arc::new(Inner {
             config,
             store,
             sink,
             catalogue,
             backend,
-            pools: std::sync::Mutex::new(HashMap::new()),
-            epoch: AtomicU64::new(0),
+            functions: std::sync::Mutex::new(HashMap::new()),
+            account,
             queue: queue::Queue::default(),
+            provisioned: provisioned::Provisioner::default(),
         });
         let invoker = Self { inner };
         invoker.spawn_reaper();
         invoker.spawn_freezer();
         queue::spawn_dispatcher(invoker.clone());
+        provisioned::spawn(invoker.clone());
         invoker
     }
 
@@ -131,8 +178,28 @@ impl Invoker {
         &self.inner.config.scope
     }
 
-    fn pools(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pool>>> {
-        self.inner.pools.lock().unwrap_or_else(|p| p.into_inner())
+    /// Every pool of every function.
+    fn all_pools(inner: &Inner) -> Vec<Arc<Pool>> {
+        let states: Vec<Arc<FunctionState>> = lock(&inner.functions).values().cloned().collect();
+        states.iter().flat_map(|s| s.all_pools()).collect()
+    }
+
+    fn state(&self, function: &str) -> Arc<FunctionState> {
+        let cfg = &self.inner.config;
+        lock(&self.inner.functions)
+            .entry(function.to_string())
+            .or_insert_with(|| {
+                Arc::new(FunctionState {
+                    concurrency: Arc::default(),
+                    reserved: std::sync::Mutex::new(None),
+                    pools: std::sync::Mutex::new(HashMap::new()),
+                    aliases: std::sync::Mutex::new(HashMap::new()),
+                    event_configs: std::sync::Mutex::new(HashMap::new()),
+                    epoch: AtomicU64::new(0),
+                    scaling: std::sync::Mutex::new(ScalingRate::new(cfg.scaling_burst, cfg.scaling_window)),
+                })
+            })
+            .clone()
     }
 
     fn spawn_reaper(&self) {
@@ -143,9 +210,7 @@ impl Invoker {
             loop {
                 tokio::time::sleep(period).await;
                 let Some(inner) = weak.upgrade() else { break };
-                let pools: Vec<Arc<Pool>> =
-                    inner.pools.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-                for pool in pools {
+                for pool in Self::all_pools(&inner) {
                     let n = pool.reap(keep_alive);
                     if n > 0 {
                         tracing::debug!(function = %pool.blueprint.config.name, stopped = n, "stopped idle environments");
@@ -166,35 +231,98 @@ impl Invoker {
             loop {
                 tokio::time::sleep(period).await;
                 let Some(inner) = weak.upgrade() else { break };
-                let pools: Vec<Arc<Pool>> =
-                    inner.pools.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-                for pool in pools {
+                for pool in Self::all_pools(&inner) {
                     pool.freeze_idle(after);
                 }
             }
         });
     }
 
-    /// Drops cached state of `function` after its configuration or code changed (or it was
-    /// deleted): idle environments stop now, busy ones when their invocation ends.
+    /// Drops cached state of `function` after its code, configuration, versions or aliases
+    /// changed: idle environments stop now, busy ones when their invocation ends (so in-flight
+    /// invocations finish on the old code).
     pub fn invalidate(&self, function: &str) {
-        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
-        if let Some(pool) = self.pools().remove(function) {
-            pool.retire();
+        let state = lock(&self.inner.functions).get(function).cloned();
+        if let Some(st) = state {
+            st.epoch.fetch_add(1, Ordering::AcqRel);
+            let pools: Vec<Arc<Pool>> = lock(&st.pools).drain().map(|(_, p)| p).collect();
+            lock(&st.aliases).clear();
+            lock(&st.event_configs).clear();
+            for p in pools {
+                p.retire();
+            }
         }
+        self.inner.provisioned.changed();
+    }
+
+    /// The asynchronous-invocation settings of a qualifier (cached; defaults if none).
+    pub async fn event_invoke_config(&self, function: &str, qualifier: &str) -> model::versions::EventInvokeConfig {
+        let st = self.state(function);
+        if let Some(c) = lock(&st.event_configs).get(qualifier) {
+            return c.clone();
+        }
+        let (f, q) = (function.to_string(), qualifier.to_string());
+        let found = self.inner.store.run(move |db| db.get_event_invoke_config(&f, &q)).await.ok().flatten().unwrap_or_default();
+        lock(&st.event_configs).insert(qualifier.to_string(), found.clone());
+        found
+    }
+
+    /// A provisioned-concurrency configuration changed.
+    pub fn invalidate_provisioned(&self) {
+        self.inner.provisioned.changed();
+    }
+
+    /// Forgets cached asynchronous-invocation settings after a change.
+    pub fn invalidate_event_configs(&self, function: &str) {
+        if let Some(st) = lock(&self.inner.functions).get(function) {
+            lock(&st.event_configs).clear();
+        }
+    }
+
+    /// The dead-letter target of the version a qualifier names.
+    async fn dead_letter_target(&self, function: &str, qualifier: &str) -> Option<String> {
+        let st = self.state(function);
+        let version = self.resolve(function, &st, Some(qualifier)).await.ok()?;
+        let pool = self.pool_for(function, &st, &version).await.ok()?;
+        pool.blueprint.config.dead_letter_target.clone()
+    }
+
+    /// The reservation as the invoker currently knows it.
+    async fn reserved_now(&self, function: &str) -> Option<u32> {
+        let st = self.state(function);
+        self.reserved(function, &st).await.ok().flatten()
+    }
+
+    /// Forgets a deleted function entirely.
+    pub fn forget(&self, function: &str) {
+        self.invalidate(function);
+        lock(&self.inner.functions).remove(function);
+    }
+
+    /// Records a changed reservation (the store has it already).
+    pub fn set_reserved(&self, function: &str, old: Option<u32>, new: Option<u32>) {
+        let sum = &self.inner.account.reserved_sum;
+        sum.fetch_sub(old.unwrap_or(0) as usize, Ordering::AcqRel);
+        sum.fetch_add(new.unwrap_or(0) as usize, Ordering::AcqRel);
+        *lock(&self.state(function).reserved) = Some(new);
+    }
+
+    /// The account's limit and what its reservations leave unreserved.
+    pub fn account_concurrency(&self) -> (usize, usize) {
+        (self.inner.account.limit, self.inner.account.unreserved())
     }
 
     /// Stops every environment (at shutdown).
     pub fn shutdown(&self) {
-        let pools: Vec<Arc<Pool>> = self.pools().drain().map(|(_, p)| p).collect();
-        for p in pools {
+        for p in Self::all_pools(&self.inner) {
             p.retire();
         }
     }
 
     /// Environments alive for `function` (idle, busy or starting), and how many are idle.
     pub fn environments(&self, function: &str) -> (usize, usize) {
-        self.pools().get(function).map(|p| (p.live(), p.idle_count())).unwrap_or((0, 0))
+        let state = lock(&self.inner.functions).get(function).cloned();
+        state.map(|st| st.all_pools().iter().fold((0, 0), |(l, i), p| (l + p.live(), i + p.idle_count()))).unwrap_or((0, 0))
     }
 
     fn not_found(&self, name: &str, qualifier: Option<&str>) -> LambdaError {
@@ -205,28 +333,78 @@ impl Invoker {
         ))
     }
 
-    /// The pool serving `name`'s `$LATEST`, building it from the store on a cache miss.
-    async fn pool_for(&self, name: &str) -> Result<Arc<Pool>, LambdaError> {
+    /// The pool serving one version of a function, built from the store on a cache miss.
+    async fn pool_for(&self, name: &str, st: &FunctionState, version: &str) -> Result<Arc<Pool>, LambdaError> {
         loop {
-            if let Some(p) = self.pools().get(name) {
+            if let Some(p) = lock(&st.pools).get(version) {
                 return Ok(p.clone());
             }
-            let epoch = self.inner.epoch.load(Ordering::Acquire);
-            let n = name.to_string();
+            let epoch = st.epoch.load(Ordering::Acquire);
+            let (n, v) = (name.to_string(), version.to_string());
             let (config, tags) = self
                 .inner
                 .store
-                .run(move |db| Ok(db.get_version(&n, model::LATEST)?.zip(db.tags(&n)?)))
+                .run(move |db| Ok(db.get_version(&n, &v)?.zip(db.tags(&n)?)))
                 .await
                 .map_err(|e| LambdaError::service(format!("cannot read the function: {e}")))?
-                .ok_or_else(|| self.not_found(name, None))?;
+                .ok_or_else(|| self.not_found(name, Some(version)))?;
             let pool = Arc::new(Pool::new(self.blueprint(config, &tags)?, self.inner.config.max_envs_per_function));
-            let mut pools = self.pools();
-            if self.inner.epoch.load(Ordering::Acquire) != epoch {
+            let mut pools = lock(&st.pools);
+            if st.epoch.load(Ordering::Acquire) != epoch {
                 continue; // changed while we read it; read again
             }
-            return Ok(pools.entry(name.to_string()).or_insert(pool).clone());
+            return Ok(pools.entry(version.to_string()).or_insert(pool).clone());
         }
+    }
+
+    /// The alias `alias` of `name`, from the cache or the store.
+    async fn alias(&self, name: &str, st: &FunctionState, alias: &str) -> Result<Arc<AliasConfig>, LambdaError> {
+        if let Some(a) = lock(&st.aliases).get(alias) {
+            return Ok(a.clone());
+        }
+        let epoch = st.epoch.load(Ordering::Acquire);
+        let (n, a) = (name.to_string(), alias.to_string());
+        let found = self
+            .inner
+            .store
+            .run(move |db| db.get_alias(&n, &a))
+            .await
+            .map_err(|e| LambdaError::service(format!("cannot read the alias: {e}")))?;
+        let function_arn = self.inner.config.scope.function_arn(name);
+        let Some(config) = found else {
+            return Err(model::versions::no_such_qualifier(&function_arn, &Qualifier::Alias(alias.to_string())));
+        };
+        let config = Arc::new(config);
+        if st.epoch.load(Ordering::Acquire) == epoch {
+            lock(&st.aliases).insert(alias.to_string(), config.clone());
+        }
+        Ok(config)
+    }
+
+    /// The version an invocation of `qualifier` runs (an alias picks by its weights).
+    async fn resolve(&self, name: &str, st: &FunctionState, qualifier: Option<&str>) -> Result<String, LambdaError> {
+        match Qualifier::parse(qualifier) {
+            Qualifier::Latest => Ok(model::LATEST.to_string()),
+            Qualifier::Version(n) => Ok(n.to_string()),
+            Qualifier::Alias(a) => Ok(self.alias(name, st, &a).await?.pick(fastrand::f64()).to_string()),
+        }
+    }
+
+    /// The reservation of a function, read once and then cached.
+    async fn reserved(&self, name: &str, st: &FunctionState) -> Result<Option<u32>, LambdaError> {
+        if let Some(r) = *lock(&st.reserved) {
+            return Ok(r);
+        }
+        let n = name.to_string();
+        let r = self
+            .inner
+            .store
+            .run(move |db| db.reserved_concurrency(&n))
+            .await
+            .map_err(|e| LambdaError::service(format!("cannot read the function: {e}")))?
+            .ok_or_else(|| self.not_found(name, None))?;
+        *lock(&st.reserved) = Some(r);
+        Ok(r)
     }
 
     fn blueprint(
@@ -268,12 +446,11 @@ impl Invoker {
     /// Runs one synchronous invocation. Function errors are results, not `Err`; `Err` is for
     /// the caller's mistakes and throttling.
     pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResult, LambdaError> {
-        if let Some(q) = req.qualifier.as_deref()
-            && q != model::LATEST
-        {
-            return Err(self.not_found(&req.function, Some(q)));
-        }
-        let pool = self.pool_for(&req.function).await?;
+        let st = self.state(&req.function);
+        let version = self.resolve(&req.function, &st, req.qualifier.as_deref()).await?;
+        let pool = self.pool_for(&req.function, &st, &version).await?;
+        let reserved = self.reserved(&req.function, &st).await?;
+        let _permit = admission::admit(&self.inner.account, &st.concurrency, reserved)?;
         let bp = pool.blueprint.clone();
         let invoked_arn = match &req.qualifier {
             Some(q) => format!("{}:{q}", bp.arn),
@@ -282,6 +459,10 @@ impl Invoker {
         let mut env = match pool.acquire() {
             Slot::Warm(env) => env,
             Slot::Full => return Err(LambdaError::throttled(ThrottleReason::ConcurrentInvocationLimitExceeded)),
+            Slot::Cold if !lock(&st.scaling).try_start() => {
+                pool.forget();
+                return Err(LambdaError::throttled(ThrottleReason::FunctionInvocationRateLimitExceeded));
+            }
             Slot::Cold => {
                 match Environment::start(
                     bp.clone(),
@@ -289,6 +470,7 @@ impl Invoker {
                     self.inner.sink.clone(),
                     &req.request_id,
                     req.tail,
+                    false,
                 )
                 .await
                 {
@@ -338,11 +520,10 @@ impl Invoker {
         payload: Bytes,
         request_id: &str,
     ) -> Result<(), LambdaError> {
-        if let Some(q) = qualifier
-            && q != model::LATEST
-        {
-            return Err(self.not_found(function, Some(q)));
-        }
+        // The qualifier must name something now; which version runs is decided at delivery.
+        let st = self.state(function);
+        let version = self.resolve(function, &st, qualifier).await?;
+        self.pool_for(function, &st, &version).await?;
         let now = model::logfmt::now_ms();
         let event = store::AsyncEvent {
             id: 0,

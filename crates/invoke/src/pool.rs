@@ -16,6 +16,8 @@ pub struct Pool {
     idle: std::sync::Mutex<Vec<Environment>>,
     /// Environments alive: idle, busy or starting.
     live: AtomicUsize,
+    /// Of those, how many are provisioned (kept initialised whatever the traffic).
+    provisioned: AtomicUsize,
     retired: AtomicBool,
     /// The most environments this pool may run at once.
     cap: usize,
@@ -40,6 +42,7 @@ impl Pool {
             blueprint,
             idle: std::sync::Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
+            provisioned: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
             cap,
         }
@@ -56,16 +59,7 @@ impl Pool {
             env.thaw();
             return Slot::Warm(env);
         }
-        let mut live = self.live.load(Ordering::Acquire);
-        loop {
-            if live >= self.cap {
-                return Slot::Full;
-            }
-            match self.live.compare_exchange_weak(live, live + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Slot::Cold,
-                Err(now) => live = now,
-            }
-        }
+        self.acquire_cold_only()
     }
 
     /// Returns an environment after an invocation; it is stopped if it cannot be reused.
@@ -78,8 +72,58 @@ impl Pool {
                 return;
             }
         }
+        self.drop_env(env);
+    }
+
+    fn drop_env(&self, env: Environment) {
+        if env.provisioned {
+            self.provisioned.fetch_sub(1, Ordering::AcqRel);
+        }
         self.forget();
         retire(vec![env]);
+    }
+
+    /// Adds a freshly initialised provisioned environment (its slot was taken with
+    /// [`Pool::reserve_slot`]).
+    pub fn add_provisioned(&self, env: Environment) {
+        self.provisioned.fetch_add(1, Ordering::AcqRel);
+        self.release(env, true);
+    }
+
+    /// Takes a slot for an environment started outside an invocation.
+    pub fn reserve_slot(&self) -> bool {
+        matches!(self.acquire_cold_only(), Slot::Cold)
+    }
+
+    fn acquire_cold_only(&self) -> Slot {
+        let mut live = self.live.load(Ordering::Acquire);
+        loop {
+            if live >= self.cap {
+                return Slot::Full;
+            }
+            match self.live.compare_exchange_weak(live, live + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Slot::Cold,
+                Err(now) => live = now,
+            }
+        }
+    }
+
+    pub fn provisioned_count(&self) -> usize {
+        self.provisioned.load(Ordering::Acquire)
+    }
+
+    /// Turns provisioned environments beyond `keep` back into ordinary ones (reaped when idle).
+    pub fn demote_provisioned(&self, keep: usize) {
+        let mut idle = self.idle();
+        for env in idle.iter_mut() {
+            if self.provisioned.load(Ordering::Acquire) <= keep {
+                break;
+            }
+            if env.provisioned {
+                env.provisioned = false;
+                self.provisioned.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
     }
 
     /// Gives back a slot whose environment never started (or was dropped).
@@ -105,7 +149,7 @@ impl Pool {
         let expired: Vec<Environment> = {
             let mut idle = self.idle();
             let (old, keep): (Vec<_>, Vec<_>) =
-                idle.drain(..).partition(|e| now.duration_since(e.last_used) > keep_alive);
+                idle.drain(..).partition(|e| !e.provisioned && now.duration_since(e.last_used) > keep_alive);
             *idle = keep;
             old
         };
@@ -121,10 +165,9 @@ impl Pool {
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Release);
         let envs: Vec<Environment> = self.idle().drain(..).collect();
-        for _ in 0..envs.len() {
-            self.forget();
+        for env in envs {
+            self.drop_env(env);
         }
-        retire(envs);
     }
 
     pub fn live(&self) -> usize {

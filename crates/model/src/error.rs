@@ -21,6 +21,7 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     ResourceNotReady,
     InvalidRuntime,
+    ProvisionedConcurrencyConfigNotFound,
 }
 
 impl ErrorCode {
@@ -39,6 +40,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "UnsupportedMediaTypeException",
             Self::ResourceNotReady => "ResourceNotReadyException",
             Self::InvalidRuntime => "InvalidRuntimeException",
+            Self::ProvisionedConcurrencyConfigNotFound => "ProvisionedConcurrencyConfigNotFoundException",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod invoke;
 pub mod logfmt;
 pub mod names;
 pub mod runtime;
+pub mod versions;
 
 pub use config::{ConfigInput, FunctionConfig, LATEST};
 pub use error::{ErrorCode, LambdaError, ThrottleReason};

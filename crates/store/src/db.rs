@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use model::FunctionConfig;
+use model::versions::{AliasConfig, EventInvokeConfig, ProvisionedConfig};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
@@ -13,7 +14,30 @@ const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS functions (
     name        TEXT PRIMARY KEY,
     created_ms  INTEGER NOT NULL,
-    tags        TEXT NOT NULL DEFAULT '{}'
+    tags        TEXT NOT NULL DEFAULT '{}',
+    -- the number of the last published version (versions are never reused)
+    last_version INTEGER NOT NULL DEFAULT 0,
+    -- PutFunctionConcurrency; NULL when the function has no reservation
+    reserved_concurrency INTEGER
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    PRIMARY KEY (function, name)
+);
+CREATE TABLE IF NOT EXISTS event_invoke_configs (
+    function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    qualifier   TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    PRIMARY KEY (function, qualifier)
+);
+CREATE TABLE IF NOT EXISTS provisioned_configs (
+    function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    qualifier   TEXT NOT NULL,
+    requested   INTEGER NOT NULL,
+    last_modified_ms INTEGER NOT NULL,
+    PRIMARY KEY (function, qualifier)
 );
 CREATE TABLE IF NOT EXISTS versions (
     function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
@@ -31,7 +55,9 @@ CREATE TABLE IF NOT EXISTS async_events (
     payload         BLOB NOT NULL,
     received_ms     INTEGER NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_ms INTEGER NOT NULL
+    next_attempt_ms INTEGER NOT NULL,
+    -- 1 while a dispatcher holds it; cleared at start-up (the holder is gone)
+    leased          INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS async_events_due ON async_events(next_attempt_ms);
 "#;
@@ -69,6 +95,19 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Data directories made before these columns existed.
+        for (table, column, decl) in [
+            ("functions", "last_version", "INTEGER NOT NULL DEFAULT 0"),
+            ("functions", "reserved_concurrency", "INTEGER"),
+            ("async_events", "leased", "INTEGER NOT NULL DEFAULT 0"),
+        ] {
+            let present: bool = conn
+                .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?
+                .exists([column])?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+            }
+        }
         Ok(Self { conn })
     }
 
@@ -153,14 +192,233 @@ impl Db {
         Ok(config)
     }
 
-    /// Deletes a function, its versions and its queued events. Returns false if it did not exist.
+    /// Deletes a function, its versions, aliases, settings and queued events. Returns false if
+    /// it did not exist.
     pub fn delete_function(&mut self, name: &str) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM versions WHERE function = ?1", [name])?;
-        tx.execute("DELETE FROM async_events WHERE function = ?1", [name])?;
+        for table in ["versions", "aliases", "event_invoke_configs", "provisioned_configs", "async_events"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE function = ?1"), [name])?;
+        }
         let n = tx.execute("DELETE FROM functions WHERE name = ?1", [name])?;
         tx.commit()?;
         Ok(n > 0)
+    }
+
+    /// Publishes `$LATEST` as a new version, unless it is unchanged since the last version
+    /// (then that version is returned, as Lambda does). `check` sees `$LATEST` first and may
+    /// refuse (code hash and revision preconditions).
+    pub fn publish_version<F>(&mut self, name: &str, description: Option<&str>, now_ms: i64, check: F) -> Result<FunctionConfig, StoreError>
+    where
+        F: FnOnce(&FunctionConfig) -> Result<(), StoreError>,
+    {
+        let tx = self.conn.transaction()?;
+        let latest: Option<String> = tx
+            .query_row("SELECT config FROM versions WHERE function = ?1 AND version = '$LATEST'", [name], |r| r.get(0))
+            .optional()?;
+        let Some(latest) = latest else { return Err(StoreError::NotFound) };
+        let latest: FunctionConfig = serde_json::from_str(&latest).map_err(json_err)?;
+        check(&latest)?;
+        let last: i64 = tx.query_row("SELECT last_version FROM functions WHERE name = ?1", [name], |r| r.get(0))?;
+        if last > 0 {
+            let prev: Option<String> = tx
+                .query_row("SELECT config FROM versions WHERE function = ?1 AND version = ?2", params![name, last.to_string()], |r| r.get(0))
+                .optional()?;
+            if let Some(prev) = prev {
+                let prev: FunctionConfig = serde_json::from_str(&prev).map_err(json_err)?;
+                if same_content(&prev, &latest) {
+                    return Ok(prev);
+                }
+            }
+        }
+        let number = last + 1;
+        let mut version = latest;
+        version.version = number.to_string();
+        if let Some(d) = description {
+            version.description = d.to_string();
+        }
+        version.last_modified_ms = now_ms;
+        version.revision_id = uuid::Uuid::new_v4().to_string();
+        insert_version(&tx, &version)?;
+        tx.execute("UPDATE functions SET last_version = ?2 WHERE name = ?1", params![name, number])?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    /// Every version of a function: `$LATEST` first, then by number, after `after`.
+    pub fn list_versions(&self, name: &str) -> Result<Vec<FunctionConfig>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT config FROM versions WHERE function = ?1
+             ORDER BY CASE version WHEN '$LATEST' THEN -1 ELSE CAST(version AS INTEGER) END",
+        )?;
+        let rows = stmt.query_map([name], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            out.push(serde_json::from_str(&json?).map_err(json_err)?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes one published version (refused while an alias points to it).
+    pub fn delete_version(&mut self, name: &str, version: &str) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut users = Vec::new();
+        {
+            let mut stmt = tx.prepare("SELECT config FROM aliases WHERE function = ?1")?;
+            for json in stmt.query_map([name], |r| r.get::<_, String>(0))? {
+                let alias: AliasConfig = serde_json::from_str(&json?).map_err(json_err)?;
+                if alias.function_version == version || alias.routing.contains_key(version) {
+                    users.push(alias.name);
+                }
+            }
+        }
+        if !users.is_empty() {
+            return Err(StoreError::Rejected(model::LambdaError::conflict(format!(
+                "Unable to delete version because the following aliases reference it: [{}]",
+                users.join(", ")
+            ))));
+        }
+        let n = tx.execute("DELETE FROM versions WHERE function = ?1 AND version = ?2", params![name, version])?;
+        tx.execute("DELETE FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2", params![name, version])?;
+        tx.execute("DELETE FROM provisioned_configs WHERE function = ?1 AND qualifier = ?2", params![name, version])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    pub fn get_alias(&self, function: &str, alias: &str) -> Result<Option<AliasConfig>, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .query_row("SELECT config FROM aliases WHERE function = ?1 AND name = ?2", [function, alias], |r| r.get(0))
+            .optional()?;
+        json.map(|j| serde_json::from_str(&j).map_err(json_err)).transpose()
+    }
+
+    pub fn list_aliases(&self, function: &str) -> Result<Vec<AliasConfig>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT config FROM aliases WHERE function = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([function], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            out.push(serde_json::from_str(&json?).map_err(json_err)?);
+        }
+        Ok(out)
+    }
+
+    /// Creates (`create`) or replaces an alias. Versions it names must exist.
+    pub fn put_alias(&mut self, function: &str, alias: &AliasConfig, create: bool) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let exists: bool = tx
+            .query_row("SELECT 1 FROM aliases WHERE function = ?1 AND name = ?2", [function, &alias.name], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if create && exists {
+            return Err(StoreError::AlreadyExists);
+        }
+        if !create && !exists {
+            return Err(StoreError::NotFound);
+        }
+        for v in std::iter::once(&alias.function_version).chain(alias.routing.keys()) {
+            let found = tx
+                .query_row("SELECT 1 FROM versions WHERE function = ?1 AND version = ?2", [function, v], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !found {
+                return Err(StoreError::Rejected(model::LambdaError::not_found(format!(
+                    "Function not found: {function}:{v}"
+                ))));
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO aliases (function, name, config) VALUES (?1, ?2, ?3)",
+            params![function, alias.name, serde_json::to_string(alias).map_err(json_err)?],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_alias(&mut self, function: &str, alias: &str) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute("DELETE FROM aliases WHERE function = ?1 AND name = ?2", [function, alias])?;
+        tx.execute("DELETE FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2", [function, alias])?;
+        tx.execute("DELETE FROM provisioned_configs WHERE function = ?1 AND qualifier = ?2", [function, alias])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    pub fn reserved_concurrency(&self, function: &str) -> Result<Option<Option<u32>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT reserved_concurrency FROM functions WHERE name = ?1", [function], |r| r.get::<_, Option<u32>>(0))
+            .optional()?)
+    }
+
+    /// Sets (or clears) a function's reserved concurrency. False if there is no such function.
+    pub fn set_reserved_concurrency(&mut self, function: &str, value: Option<u32>) -> Result<bool, StoreError> {
+        Ok(self.conn.execute("UPDATE functions SET reserved_concurrency = ?2 WHERE name = ?1", params![function, value])? > 0)
+    }
+
+    /// Reserved concurrency of every function that has one.
+    pub fn all_reserved(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT name, reserved_concurrency FROM functions WHERE reserved_concurrency IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn get_event_invoke_config(&self, function: &str, qualifier: &str) -> Result<Option<EventInvokeConfig>, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT config FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2",
+                [function, qualifier],
+                |r| r.get(0),
+            )
+            .optional()?;
+        json.map(|j| serde_json::from_str(&j).map_err(json_err)).transpose()
+    }
+
+    pub fn list_event_invoke_configs(&self, function: &str) -> Result<Vec<(String, EventInvokeConfig)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT qualifier, config FROM event_invoke_configs WHERE function = ?1 ORDER BY qualifier")?;
+        let rows = stmt.query_map([function], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (q, json) = row?;
+            out.push((q, serde_json::from_str(&json).map_err(json_err)?));
+        }
+        Ok(out)
+    }
+
+    pub fn put_event_invoke_config(&mut self, function: &str, qualifier: &str, config: &EventInvokeConfig) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO event_invoke_configs (function, qualifier, config) VALUES (?1, ?2, ?3)",
+            params![function, qualifier, serde_json::to_string(config).map_err(json_err)?],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_event_invoke_config(&mut self, function: &str, qualifier: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.execute("DELETE FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2", [function, qualifier])? > 0)
+    }
+
+    pub fn put_provisioned(&mut self, function: &str, config: &ProvisionedConfig) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO provisioned_configs (function, qualifier, requested, last_modified_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![function, config.qualifier, config.requested, config.last_modified_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_provisioned(&mut self, function: &str, qualifier: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.execute("DELETE FROM provisioned_configs WHERE function = ?1 AND qualifier = ?2", [function, qualifier])? > 0)
+    }
+
+    /// Provisioned configurations of one function, or of all (`None`).
+    pub fn list_provisioned(&self, function: Option<&str>) -> Result<Vec<(String, ProvisionedConfig)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT function, qualifier, requested, last_modified_ms FROM provisioned_configs
+             WHERE ?1 IS NULL OR function = ?1 ORDER BY function, qualifier",
+        )?;
+        let rows = stmt.query_map([function], |r| {
+            Ok((r.get::<_, String>(0)?, ProvisionedConfig { qualifier: r.get(1)?, requested: r.get(2)?, last_modified_ms: r.get(3)? }))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn tags(&self, name: &str) -> Result<Option<BTreeMap<String, String>>, StoreError> {
@@ -243,7 +501,7 @@ impl Db {
             rows.collect::<Result<Vec<_>, _>>()?
         };
         {
-            let mut upd = tx.prepare_cached("UPDATE async_events SET next_attempt_ms = ?2 WHERE id = ?1")?;
+            let mut upd = tx.prepare_cached("UPDATE async_events SET next_attempt_ms = ?2, leased = 1 WHERE id = ?1")?;
             for e in &events {
                 upd.execute(params![e.id, lease_until_ms])?;
             }
@@ -265,11 +523,34 @@ impl Db {
         Ok(())
     }
 
+    /// Makes every leased event due now (at start-up: whoever held them is gone).
+    pub fn release_leases(&mut self, now_ms: i64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute("UPDATE async_events SET leased = 0, next_attempt_ms = ?1 WHERE leased = 1", [now_ms])?)
+    }
+
+    /// How many events are queued (for metrics and tests).
+    pub fn queued_events(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM async_events", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
     /// Removes a delivered (or finally discarded) event.
     pub fn delete_event(&mut self, id: i64) -> Result<(), StoreError> {
         self.conn.prepare_cached("DELETE FROM async_events WHERE id = ?1")?.execute([id])?;
         Ok(())
     }
+}
+
+/// True when two configurations run the same code the same way (ignoring identity fields).
+fn same_content(a: &FunctionConfig, b: &FunctionConfig) -> bool {
+    let strip = |c: &FunctionConfig| {
+        let mut c = c.clone();
+        c.version = String::new();
+        c.revision_id = String::new();
+        c.last_modified_ms = 0;
+        c.description = String::new();
+        c
+    };
+    strip(a) == strip(b)
 }
 
 fn insert_version(tx: &rusqlite::Transaction<'_>, config: &FunctionConfig) -> Result<(), StoreError> {

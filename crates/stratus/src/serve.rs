@@ -27,9 +27,18 @@ pub struct ServeArgs {
     /// Seconds an idle execution environment is kept warm before it is stopped.
     #[arg(long, env = "STRATUS_KEEP_ALIVE", default_value_t = 300)]
     keep_alive: u64,
-    /// The most execution environments one function may run at once.
-    #[arg(long, env = "STRATUS_MAX_ENVIRONMENTS", default_value_t = 100)]
+    /// The most execution environments one function may run at once (a safety cap; the
+    /// account's concurrency is the limit that normally applies).
+    #[arg(long, env = "STRATUS_MAX_ENVIRONMENTS", default_value_t = 1000)]
     max_environments: usize,
+    /// Invocations the account may have in flight across all functions (Lambda's default).
+    #[arg(long, env = "STRATUS_ACCOUNT_CONCURRENCY", default_value_t = 1000)]
+    account_concurrency: usize,
+    /// New execution environments one function may start per --scaling-window-secs.
+    #[arg(long, env = "STRATUS_SCALING_BURST", default_value_t = 1000)]
+    scaling_burst: u32,
+    #[arg(long, env = "STRATUS_SCALING_WINDOW_SECS", default_value_t = 10)]
+    scaling_window_secs: u64,
     /// Seconds before the first retry of a failed asynchronous invocation (the second waits twice as long).
     #[arg(long, env = "STRATUS_ASYNC_RETRY_DELAY", default_value_t = 60)]
     async_retry_delay: u64,
@@ -75,6 +84,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_envs_per_function = args.max_environments.max(1);
     config.async_retry_delay = Duration::from_secs(args.async_retry_delay);
     config.freeze_after = (!args.no_freeze).then(|| Duration::from_millis(args.freeze_after_ms));
+    config.account_concurrency = args.account_concurrency.max(1);
+    config.scaling_burst = args.scaling_burst.max(1);
+    config.scaling_window = Duration::from_secs(args.scaling_window_secs.max(1));
     runtimes::install_bootstraps(&config.runtime_dir).context("cannot install the runtime bootstraps")?;
     let catalogue = runtimes::Catalogue::detect();
     runtimes::precompile(&catalogue, &config.runtime_dir);

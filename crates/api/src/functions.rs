@@ -309,7 +309,10 @@ pub async fn update_code(State(state): State<ApiState>, Path(raw): Path<String>,
     if publish {
         let v = crate::versions::publish(&state, &config.name, None, None, None).await?;
         let version = v.version.clone();
-        return Ok(json_response(StatusCode::OK, wire::function_configuration(&v, &state.scope, StateView::Updating, Some(&version))));
+        return Ok(json_response(
+            StatusCode::OK,
+            wire::function_configuration(&v, &state.scope, StateView::Updating, Some(&version)),
+        ));
     }
     Ok(json_response(StatusCode::OK, wire::function_configuration(&config, &state.scope, StateView::Updating, None)))
 }
@@ -368,27 +371,47 @@ pub async fn delete_function(
     Path(raw): Path<String>,
     Query(q): Query<QualifierQuery>,
 ) -> ApiResult {
+    use model::versions::Qualifier;
     let r = function_ref(&state, &raw, q.qualifier.as_deref())?;
-    match r.qualifier.as_deref() {
-        None => {}
-        Some(model::LATEST) => {
-            return Err(LambdaError::invalid_parameter(
-                "$LATEST version cannot be deleted without deleting the function.",
+    if r.qualifier.is_some() {
+        return match Qualifier::parse(r.qualifier.as_deref()) {
+            Qualifier::Latest => {
+                Err(LambdaError::invalid_parameter("$LATEST version cannot be deleted without deleting the function.")
+                    .into())
+            }
+            Qualifier::Version(n) => {
+                let (name, v) = (r.name.clone(), n.to_string());
+                let existed = state.store.run(move |db| db.delete_version(&name, &v)).await.map_err(|e| match e {
+                    StoreError::Rejected(e) => ApiError(e),
+                    e => ApiError::internal("cannot delete the version", e),
+                })?;
+                if !existed {
+                    return Err(not_found(&state, &r.name, r.qualifier.as_deref()));
+                }
+                state.invoker.invalidate(&r.name);
+                tracing::info!(function = %r.name, version = n, "version deleted");
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }
+            Qualifier::Alias(_) => Err(LambdaError::invalid_parameter(
+                "DeleteFunction deletes a function or one of its versions; use DeleteAlias for aliases.",
             )
-            .into());
-        }
-        Some(q) => return Err(not_found(&state, &r.name, Some(q))),
+            .into()),
+        };
     }
     let name = r.name.clone();
-    let existed = state
+    let (existed, reserved) = state
         .store
-        .run(move |db| db.delete_function(&name))
+        .run(move |db| {
+            let reserved = db.reserved_concurrency(&name)?.flatten();
+            Ok((db.delete_function(&name)?, reserved))
+        })
         .await
         .map_err(|e| ApiError::internal("cannot delete the function", e))?;
     if !existed {
         return Err(not_found(&state, &r.name, None));
     }
-    state.invoker.invalidate(&r.name);
+    state.invoker.set_reserved(&r.name, reserved, None);
+    state.invoker.forget(&r.name);
     tracing::info!(function = %r.name, "function deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

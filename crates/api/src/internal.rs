@@ -19,6 +19,7 @@ pub fn router() -> Router<ApiState> {
         .route("/_stratus/health", get(health))
         .route("/_stratus/code/{file}", get(code))
         .route("/_stratus/logs/{function}", get(logs))
+        .route("/_stratus/functions/{function}/environments", get(environments))
 }
 
 async fn health(State(state): State<ApiState>) -> Response {
@@ -31,6 +32,12 @@ async fn health(State(state): State<ApiState>) -> Response {
         "runtimes": runtimes,
     }))
     .into_response()
+}
+
+/// How many execution environments a function has (all versions): alive, idle, provisioned.
+async fn environments(State(state): State<ApiState>, Path(function): Path<String>) -> Response {
+    let (live, idle, provisioned) = state.invoker.environments(&function);
+    Json(json!({ "live": live, "idle": idle, "provisioned": provisioned })).into_response()
 }
 
 async fn code(State(state): State<ApiState>, Path(file): Path<String>) -> Result<Response, ApiError> {

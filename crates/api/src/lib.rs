@@ -91,8 +91,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/2014-11-13/functions/{name}/invoke-async/", post(invoke_handlers::invoke_async))
         .route("/2015-03-31/functions/{name}/versions", post(v::publish_version).get(v::list_versions))
         .route("/2015-03-31/functions/{name}/aliases", post(v::create_alias).get(v::list_aliases))
-        .route("/2015-03-31/functions/{name}/aliases/{alias}", get(v::get_alias).put(v::update_alias).delete(v::delete_alias))
-        .route("/2017-10-31/functions/{name}/concurrency", axum::routing::put(v::put_concurrency).delete(v::delete_concurrency))
+        .route(
+            "/2015-03-31/functions/{name}/aliases/{alias}",
+            get(v::get_alias).put(v::update_alias).delete(v::delete_alias),
+        )
+        .route(
+            "/2017-10-31/functions/{name}/concurrency",
+            axum::routing::put(v::put_concurrency).delete(v::delete_concurrency),
+        )
         .route("/2019-09-30/functions/{name}/concurrency", get(v::get_concurrency))
         .route(
             "/2019-09-30/functions/{name}/provisioned-concurrency",

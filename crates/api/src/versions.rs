@@ -96,7 +96,9 @@ pub async fn publish_version(State(state): State<ApiState>, Path(raw): Path<Stri
     if let Some(d) = &input.description
         && d.chars().count() > 256
     {
-        return Err(LambdaError::validation(d, "description", "Member must have length less than or equal to 256").into());
+        return Err(
+            LambdaError::validation(d, "description", "Member must have length less than or equal to 256").into()
+        );
     }
     let v = publish(&state, &r.name, input.description, input.code_sha256, input.revision_id).await?;
     let version = v.version.clone();
@@ -123,10 +125,15 @@ fn page<T: Clone>(items: &[T], q: &PageQuery) -> (Vec<T>, Option<String>) {
     (items.get(start..end).map(<[T]>::to_vec).unwrap_or_default(), next)
 }
 
-pub async fn list_versions(State(state): State<ApiState>, Path(raw): Path<String>, Query(q): Query<PageQuery>) -> ApiResult {
+pub async fn list_versions(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult {
     let r = unqualified(&state, &raw)?;
     let name = r.name.clone();
-    let versions = state.store.run(move |db| db.list_versions(&name)).await.map_err(store_error("cannot list versions"))?;
+    let versions =
+        state.store.run(move |db| db.list_versions(&name)).await.map_err(store_error("cannot list versions"))?;
     if versions.is_empty() {
         return Err(function_not_found(&state, &r.name));
     }
@@ -156,8 +163,10 @@ pub async fn create_alias(State(state): State<ApiState>, Path(raw): Path<String>
     let input: wire::AliasIn = wire::parse_body(&read_body(body, 1 << 20, "CreateAlias").await?)?;
     let name = input.name.clone().ok_or_else(|| LambdaError::validation("null", "name", "Member must not be null"))?;
     versions::validate_alias_name(&name)?;
-    let version =
-        input.function_version.clone().ok_or_else(|| LambdaError::validation("null", "functionVersion", "Member must not be null"))?;
+    let version = input
+        .function_version
+        .clone()
+        .ok_or_else(|| LambdaError::validation("null", "functionVersion", "Member must not be null"))?;
     versions::validate_version(&version)?;
     let routing = routing_of(&input);
     versions::validate_routing(&version, &routing)?;
@@ -179,7 +188,11 @@ pub async fn create_alias(State(state): State<ApiState>, Path(raw): Path<String>
     match state.store.run(move |db| db.put_alias(&function, &a, true)).await {
         Ok(()) => {}
         Err(StoreError::AlreadyExists) => {
-            return Err(LambdaError::conflict(format!("Alias already exists: {}", state.scope.qualified_arn(&r.name, &name))).into());
+            return Err(LambdaError::conflict(format!(
+                "Alias already exists: {}",
+                state.scope.qualified_arn(&r.name, &name)
+            ))
+            .into());
         }
         Err(e) => return Err(store_error("cannot create the alias")(e)),
     }
@@ -203,7 +216,11 @@ pub async fn get_alias(State(state): State<ApiState>, Path((raw, alias)): Path<(
     Ok(Json(wire::alias_configuration(&r.name, &a, &state.scope)).into_response())
 }
 
-pub async fn update_alias(State(state): State<ApiState>, Path((raw, alias)): Path<(String, String)>, body: Body) -> ApiResult {
+pub async fn update_alias(
+    State(state): State<ApiState>,
+    Path((raw, alias)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult {
     let r = unqualified(&state, &raw)?;
     let input: wire::AliasIn = wire::parse_body(&read_body(body, 1 << 20, "UpdateAlias").await?)?;
     let mut a = get_alias_config(&state, &r.name, &alias).await?;
@@ -241,7 +258,11 @@ pub async fn delete_alias(State(state): State<ApiState>, Path((raw, alias)): Pat
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn list_aliases(State(state): State<ApiState>, Path(raw): Path<String>, Query(q): Query<PageQuery>) -> ApiResult {
+pub async fn list_aliases(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult {
     let r = unqualified(&state, &raw)?;
     let name = r.name.clone();
     let (exists, mut aliases) = state
@@ -296,7 +317,11 @@ pub async fn put_concurrency(State(state): State<ApiState>, Path(raw): Path<Stri
         .into());
     }
     let (name, new) = (r.name.clone(), value as u32);
-    state.store.run(move |db| db.set_reserved_concurrency(&name, Some(new))).await.map_err(store_error("cannot set concurrency"))?;
+    state
+        .store
+        .run(move |db| db.set_reserved_concurrency(&name, Some(new)))
+        .await
+        .map_err(store_error("cannot set concurrency"))?;
     state.invoker.set_reserved(&r.name, old, Some(new));
     tracing::info!(function = %r.name, reserved = new, "reserved concurrency set");
     Ok(Json(json!({ "ReservedConcurrentExecutions": new })).into_response())
@@ -372,7 +397,8 @@ fn no_provisioned_config() -> ApiError {
 
 /// The qualifier provisioned concurrency applies to: a published version or an alias.
 async fn provisioned_qualifier(state: &ApiState, r: &FunctionRef) -> Result<String, ApiError> {
-    let q = r.qualifier.clone().ok_or_else(|| LambdaError::validation("null", "qualifier", "Member must not be null"))?;
+    let q =
+        r.qualifier.clone().ok_or_else(|| LambdaError::validation("null", "qualifier", "Member must not be null"))?;
     if Qualifier::parse(Some(&q)) == Qualifier::Latest {
         return Err(LambdaError::invalid_parameter(
             "Provisioned Concurrency Configs cannot be applied to unpublished function versions.",
@@ -390,7 +416,8 @@ pub async fn put_provisioned(
     body: Body,
 ) -> ApiResult {
     let r = function_ref(&state, &raw, q.qualifier.as_deref())?;
-    let input: wire::ProvisionedIn = wire::parse_body(&read_body(body, 1 << 20, "PutProvisionedConcurrencyConfig").await?)?;
+    let input: wire::ProvisionedIn =
+        wire::parse_body(&read_body(body, 1 << 20, "PutProvisionedConcurrencyConfig").await?)?;
     let n = input
         .provisioned_concurrent_executions
         .ok_or_else(|| LambdaError::validation("null", "provisionedConcurrentExecutions", "Member must not be null"))?;
@@ -404,7 +431,8 @@ pub async fn put_provisioned(
     }
     let qualifier = provisioned_qualifier(&state, &r).await?;
     let name = r.name.clone();
-    let reserved = state.store.run(move |db| db.reserved_concurrency(&name)).await.map_err(store_error("cannot read"))?.flatten();
+    let reserved =
+        state.store.run(move |db| db.reserved_concurrency(&name)).await.map_err(store_error("cannot read"))?.flatten();
     let (_, unreserved) = state.invoker.account_concurrency();
     let cap = reserved.map(|r| r as i64).unwrap_or(unreserved as i64 - MIN_UNRESERVED as i64);
     if n > cap {
@@ -416,7 +444,11 @@ pub async fn put_provisioned(
     }
     let config = ProvisionedConfig { qualifier, requested: n as u32, last_modified_ms: model::logfmt::now_ms() };
     let (name, c) = (r.name.clone(), config.clone());
-    state.store.run(move |db| db.put_provisioned(&name, &c)).await.map_err(store_error("cannot save the configuration"))?;
+    state
+        .store
+        .run(move |db| db.put_provisioned(&name, &c))
+        .await
+        .map_err(store_error("cannot save the configuration"))?;
     state.invoker.invalidate_provisioned();
     tracing::info!(function = %r.name, qualifier = %config.qualifier, requested = n, "provisioned concurrency requested");
     let mut body = provisioned_body(&state, &r.name, &config, false);
@@ -437,7 +469,11 @@ async fn provisioned_configs(state: &ApiState, function: &str) -> Result<Vec<Pro
     Ok(all.into_iter().map(|(_, c)| c).collect())
 }
 
-pub async fn get_provisioned(State(state): State<ApiState>, Path(raw): Path<String>, Query(q): Query<ProvisionedQuery>) -> ApiResult {
+pub async fn get_provisioned(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(q): Query<ProvisionedQuery>,
+) -> ApiResult {
     if q.list.is_some() {
         let r = unqualified(&state, &raw)?;
         let all = provisioned_configs(&state, &r.name).await?;
@@ -445,17 +481,24 @@ pub async fn get_provisioned(State(state): State<ApiState>, Path(raw): Path<Stri
         return Ok(Json(json!({ "ProvisionedConcurrencyConfigs": items })).into_response());
     }
     let r = function_ref(&state, &raw, q.qualifier.as_deref())?;
-    let qualifier = r.qualifier.clone().ok_or_else(|| LambdaError::validation("null", "qualifier", "Member must not be null"))?;
+    let qualifier =
+        r.qualifier.clone().ok_or_else(|| LambdaError::validation("null", "qualifier", "Member must not be null"))?;
     let all = provisioned_configs(&state, &r.name).await?;
     let c = all.iter().find(|c| c.qualifier == qualifier).ok_or_else(no_provisioned_config)?;
     Ok(Json(provisioned_body(&state, &r.name, c, false)).into_response())
 }
 
-pub async fn delete_provisioned(State(state): State<ApiState>, Path(raw): Path<String>, Query(q): Query<QualifierQuery>) -> ApiResult {
+pub async fn delete_provisioned(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(q): Query<QualifierQuery>,
+) -> ApiResult {
     let r = function_ref(&state, &raw, q.qualifier.as_deref())?;
-    let qualifier = r.qualifier.clone().ok_or_else(|| LambdaError::validation("null", "qualifier", "Member must not be null"))?;
+    let qualifier =
+        r.qualifier.clone().ok_or_else(|| LambdaError::validation("null", "qualifier", "Member must not be null"))?;
     let (f, qq) = (r.name.clone(), qualifier.clone());
-    let existed = state.store.run(move |db| db.delete_provisioned(&f, &qq)).await.map_err(store_error("cannot delete"))?;
+    let existed =
+        state.store.run(move |db| db.delete_provisioned(&f, &qq)).await.map_err(store_error("cannot delete"))?;
     if !existed {
         return Err(no_provisioned_config());
     }
@@ -463,12 +506,20 @@ pub async fn delete_provisioned(State(state): State<ApiState>, Path(raw): Path<S
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn event_config_from(input: wire::EventInvokeConfigIn, base: Option<EventInvokeConfig>) -> Result<EventInvokeConfig, ApiError> {
+fn event_config_from(
+    input: wire::EventInvokeConfigIn,
+    base: Option<EventInvokeConfig>,
+) -> Result<EventInvokeConfig, ApiError> {
     let mut c = base.unwrap_or_default();
     if let Some(r) = input.maximum_retry_attempts {
         if !(0..=2).contains(&r) {
             let constraint = if r < 0 { "greater than or equal to 0" } else { "less than or equal to 2" };
-            return Err(LambdaError::validation(&r.to_string(), "maximumRetryAttempts", &format!("Member must have value {constraint}")).into());
+            return Err(LambdaError::validation(
+                &r.to_string(),
+                "maximumRetryAttempts",
+                &format!("Member must have value {constraint}"),
+            )
+            .into());
         }
         c.max_retries = Some(r as u32);
     }
@@ -476,7 +527,12 @@ fn event_config_from(input: wire::EventInvokeConfigIn, base: Option<EventInvokeC
         c.max_age_s = Some(u32::try_from(a).unwrap_or(0));
         if !(60..=21_600).contains(&a) {
             let constraint = if a < 60 { "greater than or equal to 60" } else { "less than or equal to 21600" };
-            return Err(LambdaError::validation(&a.to_string(), "maximumEventAgeInSeconds", &format!("Member must have value {constraint}")).into());
+            return Err(LambdaError::validation(
+                &a.to_string(),
+                "maximumEventAgeInSeconds",
+                &format!("Member must have value {constraint}"),
+            )
+            .into());
         }
     }
     if let Some(d) = input.destination_config {
@@ -503,7 +559,8 @@ async fn save_event_config(state: &ApiState, r: &FunctionRef, body: Body, op: &s
     let qualifier = event_qualifier(state, r).await?;
     let base = if merge {
         let (f, q) = (r.name.clone(), qualifier.clone());
-        let existing = state.store.run(move |db| db.get_event_invoke_config(&f, &q)).await.map_err(store_error("cannot read"))?;
+        let existing =
+            state.store.run(move |db| db.get_event_invoke_config(&f, &q)).await.map_err(store_error("cannot read"))?;
         Some(existing.ok_or_else(|| {
             ApiError(LambdaError::not_found(format!(
                 "The function {} doesn't have an EventInvokeConfig",
@@ -541,11 +598,16 @@ pub async fn update_event_config(
     save_event_config(&state, &r, body, "UpdateFunctionEventInvokeConfig", true).await
 }
 
-pub async fn get_event_config(State(state): State<ApiState>, Path(raw): Path<String>, Query(q): Query<QualifierQuery>) -> ApiResult {
+pub async fn get_event_config(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(q): Query<QualifierQuery>,
+) -> ApiResult {
     let r = function_ref(&state, &raw, q.qualifier.as_deref())?;
     let qualifier = event_qualifier(&state, &r).await?;
     let (f, qq) = (r.name.clone(), qualifier.clone());
-    let config = state.store.run(move |db| db.get_event_invoke_config(&f, &qq)).await.map_err(store_error("cannot read"))?;
+    let config =
+        state.store.run(move |db| db.get_event_invoke_config(&f, &qq)).await.map_err(store_error("cannot read"))?;
     let config = config.ok_or_else(|| {
         ApiError(LambdaError::not_found(format!(
             "The function {} doesn't have an EventInvokeConfig",
@@ -555,11 +617,19 @@ pub async fn get_event_config(State(state): State<ApiState>, Path(raw): Path<Str
     Ok(Json(wire::event_invoke_config(&r.name, &qualifier, &config, &state.scope)).into_response())
 }
 
-pub async fn delete_event_config(State(state): State<ApiState>, Path(raw): Path<String>, Query(q): Query<QualifierQuery>) -> ApiResult {
+pub async fn delete_event_config(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(q): Query<QualifierQuery>,
+) -> ApiResult {
     let r = function_ref(&state, &raw, q.qualifier.as_deref())?;
     let qualifier = event_qualifier(&state, &r).await?;
     let (f, qq) = (r.name.clone(), qualifier.clone());
-    let existed = state.store.run(move |db| db.delete_event_invoke_config(&f, &qq)).await.map_err(store_error("cannot delete"))?;
+    let existed = state
+        .store
+        .run(move |db| db.delete_event_invoke_config(&f, &qq))
+        .await
+        .map_err(store_error("cannot delete"))?;
     if !existed {
         return Err(ApiError(LambdaError::not_found(format!(
             "The function {} doesn't have an EventInvokeConfig",
@@ -570,7 +640,11 @@ pub async fn delete_event_config(State(state): State<ApiState>, Path(raw): Path<
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn list_event_configs(State(state): State<ApiState>, Path(raw): Path<String>, Query(q): Query<PageQuery>) -> ApiResult {
+pub async fn list_event_configs(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult {
     let r = unqualified(&state, &raw)?;
     let name = r.name.clone();
     let (exists, all) = state

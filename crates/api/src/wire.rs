@@ -207,7 +207,12 @@ pub fn alias_configuration(function: &str, a: &model::versions::AliasConfig, sco
 }
 
 /// `FunctionEventInvokeConfig`.
-pub fn event_invoke_config(function: &str, qualifier: &str, c: &model::versions::EventInvokeConfig, scope: &Scope) -> Value {
+pub fn event_invoke_config(
+    function: &str,
+    qualifier: &str,
+    c: &model::versions::EventInvokeConfig,
+    scope: &Scope,
+) -> Value {
     let mut v = json!({
         "LastModified": c.last_modified_ms as f64 / 1000.0,
         "FunctionArn": scope.qualified_arn(function, qualifier),

@@ -71,7 +71,11 @@ impl Drop for Permit {
 }
 
 /// Admits one invocation of a function with reservation `reserved`, or says why not.
-pub fn admit(account: &Arc<Account>, function: &Arc<FunctionConcurrency>, reserved: Option<u32>) -> Result<Permit, LambdaError> {
+pub fn admit(
+    account: &Arc<Account>,
+    function: &Arc<FunctionConcurrency>,
+    reserved: Option<u32>,
+) -> Result<Permit, LambdaError> {
     match reserved {
         Some(r) => {
             if !take(&function.in_flight, r as usize) {

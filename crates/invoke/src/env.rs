@@ -175,7 +175,8 @@ impl Environment {
             capture.line(rt_version).await;
         }
         let booted =
-            Self::boot(&bp, backend, id, dir.clone(), &stream, writer, capture.clone(), request_id, began, provisioned).await;
+            Self::boot(&bp, backend, id, dir.clone(), &stream, writer, capture.clone(), request_id, began, provisioned)
+                .await;
         let failure = match booted {
             Ok(env) => return Ok(env),
             Err(f) => f,

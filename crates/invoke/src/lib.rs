@@ -262,7 +262,8 @@ impl Invoker {
             return c.clone();
         }
         let (f, q) = (function.to_string(), qualifier.to_string());
-        let found = self.inner.store.run(move |db| db.get_event_invoke_config(&f, &q)).await.ok().flatten().unwrap_or_default();
+        let found =
+            self.inner.store.run(move |db| db.get_event_invoke_config(&f, &q)).await.ok().flatten().unwrap_or_default();
         lock(&st.event_configs).insert(qualifier.to_string(), found.clone());
         found
     }
@@ -319,10 +320,17 @@ impl Invoker {
         }
     }
 
-    /// Environments alive for `function` (idle, busy or starting), and how many are idle.
-    pub fn environments(&self, function: &str) -> (usize, usize) {
+    /// Environments alive for `function` (idle, busy or starting), how many are idle, and how
+    /// many are provisioned.
+    pub fn environments(&self, function: &str) -> (usize, usize, usize) {
         let state = lock(&self.inner.functions).get(function).cloned();
-        state.map(|st| st.all_pools().iter().fold((0, 0), |(l, i), p| (l + p.live(), i + p.idle_count()))).unwrap_or((0, 0))
+        state
+            .map(|st| {
+                st.all_pools().iter().fold((0, 0, 0), |(l, i, p), pool| {
+                    (l + pool.live(), i + pool.idle_count(), p + pool.provisioned_count())
+                })
+            })
+            .unwrap_or((0, 0, 0))
     }
 
     fn not_found(&self, name: &str, qualifier: Option<&str>) -> LambdaError {

@@ -147,9 +147,13 @@ pub fn spawn(invoker: Invoker) {
                 let keep: HashMap<String, usize> = configs
                     .iter()
                     .filter(|(f, _)| *f == name)
-                    .filter_map(|(_, c)| Qualifier::parse(Some(&c.qualifier)).version().map(|v| (v, c.requested as usize)))
+                    .filter_map(|(_, c)| {
+                        Qualifier::parse(Some(&c.qualifier)).version().map(|v| (v, c.requested as usize))
+                    })
                     .collect();
-                let aliased = configs.iter().any(|(f, c)| *f == name && matches!(Qualifier::parse(Some(&c.qualifier)), Qualifier::Alias(_)));
+                let aliased = configs
+                    .iter()
+                    .any(|(f, c)| *f == name && matches!(Qualifier::parse(Some(&c.qualifier)), Qualifier::Alias(_)));
                 for (version, pool) in lock(&st.pools).iter() {
                     if !aliased && !keep.contains_key(version) && pool.provisioned_count() > 0 {
                         pool.demote_provisioned(0);

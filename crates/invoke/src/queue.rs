@@ -131,11 +131,16 @@ async fn deliver(invoker: &Invoker, ev: AsyncEvent) {
         let attempt = ev.attempts + 1;
         match invoker.invoke_async(&ev).await {
             Ok(res) if res.function_error.is_none() => {
-                let last = LastAttempt { executed_version: res.executed_version, function_error: None, payload: res.payload };
+                let last =
+                    LastAttempt { executed_version: res.executed_version, function_error: None, payload: res.payload };
                 (Next::Done, Some((Condition::Success, attempt, Some(last))))
             }
             Ok(res) => {
-                let last = LastAttempt { executed_version: res.executed_version, function_error: res.function_error, payload: res.payload };
+                let last = LastAttempt {
+                    executed_version: res.executed_version,
+                    function_error: res.function_error,
+                    payload: res.payload,
+                };
                 let delay = invoker.inner.config.async_retry_delay * attempt;
                 let too_old = (now_ms() - ev.received_ms) as u128 + delay.as_millis() > max_age.as_millis();
                 if attempt > config.retries() {
@@ -153,8 +158,9 @@ async fn deliver(invoker: &Invoker, ev: AsyncEvent) {
                 tracing::warn!(function = %ev.function, request_id = %ev.request_id, "async event discarded: the function no longer exists");
                 (Next::Done, None)
             }
-            Err(e) if e.reason == Some(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded)
-                && invoker.reserved_now(&ev.function).await == Some(0) =>
+            Err(e)
+                if e.reason == Some(ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded)
+                    && invoker.reserved_now(&ev.function).await == Some(0) =>
             {
                 tracing::warn!(function = %ev.function, request_id = %ev.request_id, "async event discarded: the function's reserved concurrency is 0");
                 (Next::Done, Some((Condition::ZeroReservedConcurrency, 0, None)))
@@ -199,7 +205,10 @@ async fn route(
     if let Some(dest) = destination {
         let scope = invoker.scope();
         let version = last.as_ref().map(|l| l.executed_version.clone()).unwrap_or_else(|| qualifier.to_string());
-        let as_json = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned()));
+        let as_json = |b: &[u8]| {
+            serde_json::from_slice::<Value>(b)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned()))
+        };
         let mut record = json!({
             "version": "1.0",
             "timestamp": iso_timestamp(now_ms()),
@@ -229,7 +238,8 @@ async fn route(
 /// Queues `payload` for the function named by `arn` (destinations and dead letters are
 /// functions; other targets are not available yet).
 async fn send(invoker: &Invoker, arn: &str, payload: Vec<u8>, what: &str) {
-    let target = model::FunctionRef::parse(arn, model::NameUse::Reference).and_then(|r| r.resolve(invoker.scope(), None));
+    let target =
+        model::FunctionRef::parse(arn, model::NameUse::Reference).and_then(|r| r.resolve(invoker.scope(), None));
     let result = match target {
         Ok(r) if arn.contains(":function:") => {
             invoker

@@ -86,14 +86,20 @@ pub fn validate_version(v: &str) -> Result<(), LambdaError> {
     if v == crate::LATEST || (!v.is_empty() && v.len() <= 1024 && v.chars().all(|c| c.is_ascii_digit())) {
         Ok(())
     } else {
-        Err(LambdaError::validation(v, "functionVersion", r"Member must satisfy regular expression pattern: (\$LATEST|[0-9]+)"))
+        Err(LambdaError::validation(
+            v,
+            "functionVersion",
+            r"Member must satisfy regular expression pattern: (\$LATEST|[0-9]+)",
+        ))
     }
 }
 
 /// Checks a routing configuration against its alias's primary version.
 pub fn validate_routing(primary: &str, routing: &BTreeMap<String, f64>) -> Result<(), LambdaError> {
     if routing.len() > 1 {
-        return Err(LambdaError::invalid_parameter("Number of items in AdditionalVersionWeights cannot be greater than 1"));
+        return Err(LambdaError::invalid_parameter(
+            "Number of items in AdditionalVersionWeights cannot be greater than 1",
+        ));
     }
     for (version, weight) in routing {
         if !version.chars().all(|c| c.is_ascii_digit()) || version.is_empty() {
@@ -153,13 +159,21 @@ impl EventInvokeConfig {
         if let Some(r) = self.max_retries
             && r > 2
         {
-            return Err(LambdaError::validation(&r.to_string(), "maximumRetryAttempts", "Member must have value less than or equal to 2"));
+            return Err(LambdaError::validation(
+                &r.to_string(),
+                "maximumRetryAttempts",
+                "Member must have value less than or equal to 2",
+            ));
         }
         if let Some(a) = self.max_age_s
             && !(60..=21_600).contains(&a)
         {
             let c = if a < 60 { "greater than or equal to 60" } else { "less than or equal to 21600" };
-            return Err(LambdaError::validation(&a.to_string(), "maximumEventAgeInSeconds", &format!("Member must have value {c}")));
+            return Err(LambdaError::validation(
+                &a.to_string(),
+                "maximumEventAgeInSeconds",
+                &format!("Member must have value {c}"),
+            ));
         }
         for dest in [&self.on_success, &self.on_failure].into_iter().flatten() {
             validate_destination(dest, self_arn)?;
@@ -224,7 +238,13 @@ mod tests {
     fn weighted_pick() {
         let mut routing = BTreeMap::new();
         routing.insert("2".to_string(), 0.25);
-        let a = AliasConfig { name: "a".into(), function_version: "1".into(), description: String::new(), routing, revision_id: String::new() };
+        let a = AliasConfig {
+            name: "a".into(),
+            function_version: "1".into(),
+            description: String::new(),
+            routing,
+            revision_id: String::new(),
+        };
         assert_eq!(a.pick(0.1), "2");
         assert_eq!(a.pick(0.3), "1");
     }
@@ -252,9 +272,13 @@ mod tests {
         assert!(c.validate(me).is_err());
         let c = EventInvokeConfig { on_failure: Some(format!("{me}:$LATEST")), ..Default::default() };
         assert!(c.validate(me).is_err(), "not itself");
-        let c = EventInvokeConfig { on_failure: Some("arn:aws:sqs:us-east-1:000000000000:q".into()), ..Default::default() };
+        let c =
+            EventInvokeConfig { on_failure: Some("arn:aws:sqs:us-east-1:000000000000:q".into()), ..Default::default() };
         assert_eq!(c.validate(me).unwrap_err().code, ErrorCode::InvalidParameterValue);
-        let c = EventInvokeConfig { on_success: Some("arn:aws:lambda:us-east-1:000000000000:function:other".into()), ..Default::default() };
+        let c = EventInvokeConfig {
+            on_success: Some("arn:aws:lambda:us-east-1:000000000000:function:other".into()),
+            ..Default::default()
+        };
         assert!(c.validate(me).is_ok());
         assert_eq!(EventInvokeConfig::default().retries(), 2);
     }

@@ -207,7 +207,13 @@ impl Db {
     /// Publishes `$LATEST` as a new version, unless it is unchanged since the last version
     /// (then that version is returned, as Lambda does). `check` sees `$LATEST` first and may
     /// refuse (code hash and revision preconditions).
-    pub fn publish_version<F>(&mut self, name: &str, description: Option<&str>, now_ms: i64, check: F) -> Result<FunctionConfig, StoreError>
+    pub fn publish_version<F>(
+        &mut self,
+        name: &str,
+        description: Option<&str>,
+        now_ms: i64,
+        check: F,
+    ) -> Result<FunctionConfig, StoreError>
     where
         F: FnOnce(&FunctionConfig) -> Result<(), StoreError>,
     {
@@ -221,7 +227,11 @@ impl Db {
         let last: i64 = tx.query_row("SELECT last_version FROM functions WHERE name = ?1", [name], |r| r.get(0))?;
         if last > 0 {
             let prev: Option<String> = tx
-                .query_row("SELECT config FROM versions WHERE function = ?1 AND version = ?2", params![name, last.to_string()], |r| r.get(0))
+                .query_row(
+                    "SELECT config FROM versions WHERE function = ?1 AND version = ?2",
+                    params![name, last.to_string()],
+                    |r| r.get(0),
+                )
                 .optional()?;
             if let Some(prev) = prev {
                 let prev: FunctionConfig = serde_json::from_str(&prev).map_err(json_err)?;
@@ -346,23 +356,34 @@ impl Db {
     pub fn reserved_concurrency(&self, function: &str) -> Result<Option<Option<u32>>, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT reserved_concurrency FROM functions WHERE name = ?1", [function], |r| r.get::<_, Option<u32>>(0))
+            .query_row("SELECT reserved_concurrency FROM functions WHERE name = ?1", [function], |r| {
+                r.get::<_, Option<u32>>(0)
+            })
             .optional()?)
     }
 
     /// Sets (or clears) a function's reserved concurrency. False if there is no such function.
     pub fn set_reserved_concurrency(&mut self, function: &str, value: Option<u32>) -> Result<bool, StoreError> {
-        Ok(self.conn.execute("UPDATE functions SET reserved_concurrency = ?2 WHERE name = ?1", params![function, value])? > 0)
+        Ok(self
+            .conn
+            .execute("UPDATE functions SET reserved_concurrency = ?2 WHERE name = ?1", params![function, value])?
+            > 0)
     }
 
     /// Reserved concurrency of every function that has one.
     pub fn all_reserved(&self) -> Result<Vec<(String, u32)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT name, reserved_concurrency FROM functions WHERE reserved_concurrency IS NOT NULL")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, reserved_concurrency FROM functions WHERE reserved_concurrency IS NOT NULL")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn get_event_invoke_config(&self, function: &str, qualifier: &str) -> Result<Option<EventInvokeConfig>, StoreError> {
+    pub fn get_event_invoke_config(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<Option<EventInvokeConfig>, StoreError> {
         let json: Option<String> = self
             .conn
             .query_row(
@@ -375,7 +396,9 @@ impl Db {
     }
 
     pub fn list_event_invoke_configs(&self, function: &str) -> Result<Vec<(String, EventInvokeConfig)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT qualifier, config FROM event_invoke_configs WHERE function = ?1 ORDER BY qualifier")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT qualifier, config FROM event_invoke_configs WHERE function = ?1 ORDER BY qualifier")?;
         let rows = stmt.query_map([function], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
@@ -385,7 +408,12 @@ impl Db {
         Ok(out)
     }
 
-    pub fn put_event_invoke_config(&mut self, function: &str, qualifier: &str, config: &EventInvokeConfig) -> Result<(), StoreError> {
+    pub fn put_event_invoke_config(
+        &mut self,
+        function: &str,
+        qualifier: &str,
+        config: &EventInvokeConfig,
+    ) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT OR REPLACE INTO event_invoke_configs (function, qualifier, config) VALUES (?1, ?2, ?3)",
             params![function, qualifier, serde_json::to_string(config).map_err(json_err)?],
@@ -394,7 +422,10 @@ impl Db {
     }
 
     pub fn delete_event_invoke_config(&mut self, function: &str, qualifier: &str) -> Result<bool, StoreError> {
-        Ok(self.conn.execute("DELETE FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2", [function, qualifier])? > 0)
+        Ok(self.conn.execute(
+            "DELETE FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2",
+            [function, qualifier],
+        )? > 0)
     }
 
     pub fn put_provisioned(&mut self, function: &str, config: &ProvisionedConfig) -> Result<(), StoreError> {
@@ -406,7 +437,10 @@ impl Db {
     }
 
     pub fn delete_provisioned(&mut self, function: &str, qualifier: &str) -> Result<bool, StoreError> {
-        Ok(self.conn.execute("DELETE FROM provisioned_configs WHERE function = ?1 AND qualifier = ?2", [function, qualifier])? > 0)
+        Ok(self
+            .conn
+            .execute("DELETE FROM provisioned_configs WHERE function = ?1 AND qualifier = ?2", [function, qualifier])?
+            > 0)
     }
 
     /// Provisioned configurations of one function, or of all (`None`).
@@ -416,7 +450,10 @@ impl Db {
              WHERE ?1 IS NULL OR function = ?1 ORDER BY function, qualifier",
         )?;
         let rows = stmt.query_map([function], |r| {
-            Ok((r.get::<_, String>(0)?, ProvisionedConfig { qualifier: r.get(1)?, requested: r.get(2)?, last_modified_ms: r.get(3)? }))
+            Ok((
+                r.get::<_, String>(0)?,
+                ProvisionedConfig { qualifier: r.get(1)?, requested: r.get(2)?, last_modified_ms: r.get(3)? },
+            ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -501,7 +538,8 @@ impl Db {
             rows.collect::<Result<Vec<_>, _>>()?
         };
         {
-            let mut upd = tx.prepare_cached("UPDATE async_events SET next_attempt_ms = ?2, leased = 1 WHERE id = ?1")?;
+            let mut upd =
+                tx.prepare_cached("UPDATE async_events SET next_attempt_ms = ?2, leased = 1 WHERE id = ?1")?;
             for e in &events {
                 upd.execute(params![e.id, lease_until_ms])?;
             }

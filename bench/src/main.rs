@@ -62,6 +62,14 @@ enum Cmd {
         #[arg(long, default_value_t = 3000)]
         requests: usize,
     },
+    /// Scale-out from zero to 200 concurrent environments, and the async queue's enqueue and
+    /// drain rates.
+    Scale {
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 2000)]
+        events: usize,
+    },
     /// The floor: a plain hyper server echoing JSON (used by `warm`).
     Floor,
 }
@@ -137,7 +145,10 @@ impl Stratus {
     fn start_with(bin_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cmd = Command::new(bin_dir.join("stratus"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--max-environments", "64", "--data-dir"]).arg(dir.path());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path());
+        if !extra.contains(&"--max-environments") {
+            cmd.args(["--max-environments", "64"]);
+        }
         cmd.args(extra);
         cmd.env("STRATUS_LOG", "warn");
         if let Ok(v) = std::env::var("STRATUS_WORKER_THREADS") {
@@ -552,6 +563,156 @@ async fn sandbox(bin_dir: &Path, iterations: usize, requests: usize) -> anyhow::
     Ok(())
 }
 
+/// Runs `n` requests at `concurrency`, returning (elapsed, failures).
+async fn burst(
+    client: &HttpClient,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    n: usize,
+    concurrency: usize,
+) -> (Duration, usize) {
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, next, failed) = (client.clone(), url.to_string(), next.clone(), failed.clone());
+        let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let body = Bytes::copy_from_slice(body);
+        tasks.push(tokio::spawn(async move {
+            while (next.fetch_add(1, Ordering::Relaxed) as usize) < n {
+                let mut req = hyper::Request::builder().method("POST").uri(&url);
+                for (k, v) in &headers {
+                    req = req.header(k.as_str(), v.as_str());
+                }
+                let ok = match req.body(Full::new(body.clone())) {
+                    Ok(r) => match client.request(r).await {
+                        Ok(resp) => {
+                            let s = resp.status().as_u16();
+                            let _ = resp.into_body().collect().await;
+                            (200..300).contains(&s)
+                        }
+                        Err(_) => false,
+                    },
+                    Err(_) => false,
+                };
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    (started.elapsed(), failed.load(Ordering::Relaxed) as usize)
+}
+
+async fn queued(stratus: &Stratus) -> anyhow::Result<u64> {
+    let (_, body) = request(&stratus.client, "GET", &stratus.proc.url("/_stratus/health"), Bytes::new()).await?;
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    v["queued_async_events"].as_u64().context("no queue length")
+}
+
+async fn scale(bin_dir: &Path, concurrency: usize, events: usize) -> anyhow::Result<()> {
+    let stratus = Stratus::start_with(bin_dir, &["--max-environments", "1000"])?;
+    let py_sleep = "import time\ndef handler(event, context):\n    time.sleep(0.1)\n    return event\n";
+    stratus.create("sleepy", "python3.11", "app.handler", &zip_of(&[("app.py", py_sleep.as_bytes(), 0o644)])?).await?;
+    let python = PathBuf::from("/usr/bin/python3.11");
+    println!("## scale-out: {concurrency} concurrent invocations of a Python function that sleeps 100 ms, from zero");
+    // Baseline: the same number of interpreters started directly, all at once, each running
+    // the same handler, timed until the last prints.
+    let work = tempfile::tempdir()?;
+    std::fs::write(work.path().join("app.py"), py_sleep)?;
+    let t = Instant::now();
+    let mut children = Vec::new();
+    for _ in 0..concurrency {
+        children.push(
+            Command::new(&python)
+                .args(["-c", "import app; app.handler({}, None)"])
+                .current_dir(work.path())
+                .env_clear()
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
+    }
+    for mut c in children {
+        c.wait()?;
+    }
+    let direct = t.elapsed();
+    let url = stratus.invoke_url("sleepy");
+    let (elapsed, failures) = burst(&stratus.client, &url, &[], EVENT.as_bytes(), concurrency, concurrency).await;
+    let (_, body) =
+        request(&stratus.client, "GET", &stratus.proc.url("/_stratus/functions/sleepy/environments"), Bytes::new())
+            .await?;
+    let envs: serde_json::Value = serde_json::from_slice(&body)?;
+    println!("| | time until all {concurrency} answered | errors | environments started |");
+    println!("|---|---|---|---|");
+    println!("| {concurrency} interpreters started directly | {:.2} s | – | – |", direct.as_secs_f64());
+    println!("| Stratus, from zero | {:.2} s | {failures} | {} |", elapsed.as_secs_f64(), envs["live"]);
+    println!("| ratio | {:.2}x | | |", elapsed.as_secs_f64() / direct.as_secs_f64());
+    println!();
+    drop(stratus);
+
+    println!("## async queue: {events} Event invocations of a no-op Rust function, 16 clients");
+    let stratus = Stratus::start(bin_dir)?;
+    let echo = std::fs::read(bin_dir.join("rust-echo")).context("build examples/rust-echo in release first")?;
+    stratus.create("async-echo", "provided.al2023", "bootstrap", &zip_of(&[("bootstrap", &echo, 0o755)])?).await?;
+    let url = stratus.invoke_url("async-echo");
+    // Baseline for enqueueing: the same durable insert straight into SQLite (WAL, synchronous=NORMAL,
+    // one transaction per event), as the queue does it.
+    let db_dir = tempfile::tempdir()?;
+    let conn = rusqlite::Connection::open(db_dir.path().join("q.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch("CREATE TABLE q (id INTEGER PRIMARY KEY, request_id TEXT, payload BLOB, at INTEGER)")?;
+    let t = Instant::now();
+    for i in 0..events {
+        conn.execute(
+            "INSERT INTO q (request_id, payload, at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![i.to_string(), EVENT.as_bytes(), i as i64],
+        )?;
+    }
+    let sqlite_rate = events as f64 / t.elapsed().as_secs_f64();
+    // Enqueue rate, measured while the queue is not being drained: the target function can run
+    // one invocation at a time and each takes a second. It is deleted afterwards (and its
+    // queued events with it).
+    let py_slow = "import time\ndef handler(event, context):\n    time.sleep(1)\n";
+    stratus
+        .create("async-parked", "python3.11", "app.handler", &zip_of(&[("app.py", py_slow.as_bytes(), 0o644)])?)
+        .await?;
+    let conc = stratus.proc.url("/2017-10-31/functions/async-parked/concurrency");
+    request(&stratus.client, "PUT", &conc, Bytes::from_static(br#"{"ReservedConcurrentExecutions": 1}"#)).await?;
+    let parked = stratus.invoke_url("async-parked");
+    let (enqueue_time, enqueue_failures) =
+        burst(&stratus.client, &parked, &[("x-amz-invocation-type", "Event")], EVENT.as_bytes(), events, 16).await;
+    let enqueue_rate = events as f64 / enqueue_time.as_secs_f64();
+    request(&stratus.client, "DELETE", &stratus.proc.url("/2015-03-31/functions/async-parked"), Bytes::new()).await?;
+    // Drain rate: everything queued at once for the no-op function, timed until the queue is empty.
+    let started = Instant::now();
+    let _ = burst(&stratus.client, &url, &[("x-amz-invocation-type", "Event")], EVENT.as_bytes(), events, 16).await;
+    while queued(&stratus).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_rate = events as f64 / started.elapsed().as_secs_f64();
+    let (sync_time, _) = burst(&stratus.client, &url, &[], EVENT.as_bytes(), events, 16).await;
+    let sync_rate = events as f64 / sync_time.as_secs_f64();
+    println!("| | Stratus | baseline | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| enqueue (202s per second) vs direct SQLite inserts | {enqueue_rate:.0}/s | {sqlite_rate:.0}/s | {:.2} |",
+        enqueue_rate / sqlite_rate
+    );
+    println!(
+        "| end-to-end drain, from the first 202 to an empty queue, vs warm sync invokes | {drain_rate:.0}/s | {sync_rate:.0}/s | {:.2} |",
+        drain_rate / sync_rate
+    );
+    println!("| enqueue errors | {enqueue_failures} | | |");
+    println!();
+    Ok(())
+}
+
 /// The floor: a hyper server that parses and re-serializes a JSON body.
 async fn floor() -> anyhow::Result<()> {
     use hyper::service::service_fn;
@@ -582,10 +743,12 @@ fn main() -> anyhow::Result<()> {
             Cmd::Warm { requests, seconds } => warm(&cli.bin_dir, requests, seconds).await,
             Cmd::Cold { iterations } => cold(&cli.bin_dir, iterations).await,
             Cmd::Sandbox { iterations, requests } => sandbox(&cli.bin_dir, iterations, requests).await,
+            Cmd::Scale { concurrency, events } => scale(&cli.bin_dir, concurrency, events).await,
             Cmd::All => {
                 warm(&cli.bin_dir, 3000, 10).await?;
                 cold(&cli.bin_dir, 15).await?;
-                sandbox(&cli.bin_dir, 15, 3000).await
+                sandbox(&cli.bin_dir, 15, 3000).await?;
+                scale(&cli.bin_dir, 200, 2000).await
             }
         }
     })

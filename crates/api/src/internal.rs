@@ -24,7 +24,9 @@ pub fn router() -> Router<ApiState> {
 
 async fn health(State(state): State<ApiState>) -> Response {
     let runtimes: Vec<&str> = state.invoker.catalogue().available().iter().map(|a| a.id.as_str()).collect();
+    let queued = state.store.run(|db| db.queued_events()).await.unwrap_or(0);
     Json(json!({
+        "queued_async_events": queued,
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "region": state.scope.region,

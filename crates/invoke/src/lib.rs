@@ -119,6 +119,9 @@ struct FunctionState {
     /// Bumped by every invalidation; a pool or alias read before a bump is not cached.
     epoch: AtomicU64,
     scaling: std::sync::Mutex<ScalingRate>,
+    /// Async deliveries in flight for this function, at most its concurrency (its
+    /// reservation, or the per-function cap), and the size it was made with.
+    async_slots: std::sync::Mutex<(usize, Arc<tokio::sync::Semaphore>)>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -197,6 +200,7 @@ impl Invoker {
                     event_configs: std::sync::Mutex::new(HashMap::new()),
                     epoch: AtomicU64::new(0),
                     scaling: std::sync::Mutex::new(ScalingRate::new(cfg.scaling_burst, cfg.scaling_window)),
+                    async_slots: std::sync::Mutex::new((0, Arc::new(tokio::sync::Semaphore::new(1)))),
                 })
             })
             .clone()
@@ -286,6 +290,21 @@ impl Invoker {
         let version = self.resolve(function, &st, Some(qualifier)).await.ok()?;
         let pool = self.pool_for(function, &st, &version).await.ok()?;
         pool.blueprint.config.dead_letter_target.clone()
+    }
+
+    /// The semaphore bounding a function's async deliveries, sized to its concurrency now.
+    async fn async_slots(&self, function: &str) -> Arc<tokio::sync::Semaphore> {
+        let st = self.state(function);
+        let cap = self.inner.config.max_envs_per_function.min(self.inner.config.account_concurrency);
+        let size = match self.reserved(function, &st).await {
+            Ok(Some(r)) => (r as usize).clamp(1, cap.max(1)),
+            _ => cap.max(1),
+        };
+        let mut slots = lock(&st.async_slots);
+        if slots.0 != size {
+            *slots = (size, Arc::new(tokio::sync::Semaphore::new(size)));
+        }
+        slots.1.clone()
     }
 
     /// The reservation as the invoker currently knows it.
@@ -543,7 +562,7 @@ impl Invoker {
             attempts: 0,
             next_attempt_ms: now,
         };
-        match self.inner.store.run(move |db| db.enqueue_event(&event)).await {
+        match self.inner.store.queue.insert(event).await {
             Ok(_) => {
                 self.inner.queue.notify();
                 Ok(())
@@ -568,6 +587,12 @@ impl Invoker {
             request_id: ev.request_id.clone(),
             trigger: Trigger::Async,
         };
-        async move { this.invoke(req).await }
+        async move {
+            // Deliveries wait their turn for the function's concurrency instead of being
+            // throttled by their own dispatcher.
+            let slots = this.async_slots(&req.function).await;
+            let _slot = slots.acquire_owned().await;
+            this.invoke(req).await
+        }
     }
 }

@@ -51,7 +51,7 @@ pub fn spawn_dispatcher(invoker: Invoker) {
             let now = now_ms();
             let lease_until = now + LEASE.as_millis() as i64;
             let claimed = if available > 0 {
-                invoker.inner.store.run(move |db| db.claim_due_events(now, available, lease_until)).await
+                invoker.inner.store.queue.claim(now, available, lease_until).await
             } else {
                 Ok(Vec::new())
             };
@@ -177,15 +177,9 @@ async fn deliver(invoker: &Invoker, ev: AsyncEvent) {
     if let Some((condition, count, last)) = finished {
         route(invoker, &ev, &qualifier, &config, condition, count, last).await;
     }
-    let id = ev.id;
-    let result = match next {
-        Next::Done => invoker.inner.store.run(move |db| db.delete_event(id)).await,
-        Next::Retry { attempts, at_ms } => {
-            invoker.inner.store.run(move |db| db.reschedule_event(id, attempts, at_ms)).await
-        }
-    };
-    if let Err(e) = result {
-        tracing::error!(error = %e, "cannot update the async queue");
+    match next {
+        Next::Done => invoker.inner.store.queue.delete(ev.id),
+        Next::Retry { attempts, at_ms } => invoker.inner.store.queue.reschedule(ev.id, attempts, at_ms),
     }
 }
 

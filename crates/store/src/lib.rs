@@ -15,6 +15,7 @@
 pub mod code;
 pub mod db;
 pub mod logs;
+pub mod queue;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 pub use code::{CodeError, CodeStore, StoredCode};
 pub use db::{AsyncEvent, Db};
 pub use logs::{LogCursor, LogEvent, LogLimits, LogRecord, LogSink, LogStore};
+pub use queue::QueueWriter;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,8 @@ pub struct Store {
     db: Arc<Mutex<Db>>,
     pub code: CodeStore,
     pub logs: LogStore,
+    /// Group-committing writer of the async event queue.
+    pub queue: QueueWriter,
     root: PathBuf,
 }
 
@@ -61,8 +65,10 @@ impl Store {
     pub fn open(root: &Path, log_limits: LogLimits) -> Result<Self, StoreError> {
         std::fs::create_dir_all(root)?;
         let db = Db::open(&root.join("stratus.db"))?;
+        let queue = QueueWriter::start(&root.join("stratus.db"))?;
         Ok(Self {
             db: Arc::new(Mutex::new(db)),
+            queue,
             code: CodeStore::open(root.join("code"))?,
             logs: LogStore::open(root.join("logs"), log_limits)?,
             root: root.to_path_buf(),

@@ -487,78 +487,9 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Durably records an accepted asynchronous event.
-    pub fn enqueue_event(&mut self, event: &AsyncEvent) -> Result<i64, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM functions WHERE name = ?2)",
-        )?;
-        let n = stmt.execute(params![
-            event.request_id,
-            event.function,
-            event.qualifier,
-            event.payload,
-            event.received_ms,
-            event.attempts,
-            event.next_attempt_ms
-        ])?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(self.conn.last_insert_rowid())
-    }
-
-    /// Takes up to `limit` due events and pushes their next attempt to `lease_until_ms`, in one
-    /// transaction, so they are not handed out twice while in flight. If the process dies, the
-    /// lease expires and they are delivered again (at least once).
-    pub fn claim_due_events(
-        &mut self,
-        now_ms: i64,
-        limit: usize,
-        lease_until_ms: i64,
-    ) -> Result<Vec<AsyncEvent>, StoreError> {
-        let tx = self.conn.transaction()?;
-        let events = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT id, request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms
-                 FROM async_events WHERE next_attempt_ms <= ?1 ORDER BY next_attempt_ms, id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
-                Ok(AsyncEvent {
-                    id: r.get(0)?,
-                    request_id: r.get(1)?,
-                    function: r.get(2)?,
-                    qualifier: r.get(3)?,
-                    payload: r.get(4)?,
-                    received_ms: r.get(5)?,
-                    attempts: r.get(6)?,
-                    next_attempt_ms: r.get(7)?,
-                })
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
-        {
-            let mut upd =
-                tx.prepare_cached("UPDATE async_events SET next_attempt_ms = ?2, leased = 1 WHERE id = ?1")?;
-            for e in &events {
-                upd.execute(params![e.id, lease_until_ms])?;
-            }
-        }
-        tx.commit()?;
-        Ok(events)
-    }
-
     /// The earliest time any queued event is due.
     pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
         Ok(self.conn.query_row("SELECT MIN(next_attempt_ms) FROM async_events", [], |r| r.get(0))?)
-    }
-
-    /// Pushes an event's next attempt back (claiming it while it is in flight, or for a retry).
-    pub fn reschedule_event(&mut self, id: i64, attempts: u32, next_attempt_ms: i64) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("UPDATE async_events SET attempts = ?2, next_attempt_ms = ?3 WHERE id = ?1")?
-            .execute(params![id, attempts, next_attempt_ms])?;
-        Ok(())
     }
 
     /// Makes every leased event due now (at start-up: whoever held them is gone).
@@ -569,12 +500,6 @@ impl Db {
     /// How many events are queued (for metrics and tests).
     pub fn queued_events(&self) -> Result<u64, StoreError> {
         Ok(self.conn.query_row("SELECT COUNT(*) FROM async_events", [], |r| r.get::<_, i64>(0))? as u64)
-    }
-
-    /// Removes a delivered (or finally discarded) event.
-    pub fn delete_event(&mut self, id: i64) -> Result<(), StoreError> {
-        self.conn.prepare_cached("DELETE FROM async_events WHERE id = ?1")?.execute([id])?;
-        Ok(())
     }
 }
 
@@ -606,11 +531,11 @@ fn insert_version(tx: &rusqlite::Transaction<'_>, config: &FunctionConfig) -> Re
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use model::ConfigInput;
 
-    fn config(name: &str) -> FunctionConfig {
+    pub(crate) fn config(name: &str) -> FunctionConfig {
         ConfigInput {
             runtime: Some("python3.11".into()),
             handler: Some("a.b".into()),
@@ -641,10 +566,10 @@ mod tests {
     }
 
     #[test]
-    fn update_checks_revision_and_delete_removes_queued_events() {
+    fn update_checks_revision() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
-        let c = db.create_function(&config("f"), &BTreeMap::new()).map(|_| config("f")).unwrap();
+        db.create_function(&config("f"), &BTreeMap::new()).unwrap();
         assert!(matches!(db.update_latest("f", Some("nope"), |_| Ok(())), Err(StoreError::RevisionMismatch)));
         let rev = db.get_version("f", "$LATEST").unwrap().unwrap().revision_id;
         let updated = db.update_latest("f", Some(&rev), |c| {
@@ -652,23 +577,5 @@ mod tests {
             Ok(())
         });
         assert_eq!(updated.unwrap().memory_mb, 512);
-        let ev = AsyncEvent {
-            id: 0,
-            request_id: "r".into(),
-            function: c.name.clone(),
-            qualifier: None,
-            payload: b"{}".to_vec(),
-            received_ms: 1,
-            attempts: 0,
-            next_attempt_ms: 1,
-        };
-        db.enqueue_event(&ev).unwrap();
-        let claimed = db.claim_due_events(10, 10, 1000).unwrap();
-        assert_eq!(claimed.len(), 1);
-        assert!(db.claim_due_events(10, 10, 1000).unwrap().is_empty(), "a claimed event is leased");
-        assert_eq!(db.claim_due_events(1000, 10, 2000).unwrap().len(), 1, "the lease expires");
-        assert!(db.delete_function("f").unwrap());
-        assert!(db.claim_due_events(i64::MAX, 10, 0).unwrap().is_empty());
-        assert!(matches!(db.enqueue_event(&ev), Err(StoreError::NotFound)));
     }
 }

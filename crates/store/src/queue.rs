@@ -58,8 +58,10 @@ impl QueueWriter {
         rx.await.map_err(|_| StoreError::WorkerGone)?
     }
 
-    /// Takes up to `limit` due events under a lease (see [`crate::Db::claim_due_events`]).
-    /// Claims go through this writer too: one connection writing the queue means no waiting on
+    /// Takes up to `limit` due events and pushes their next attempt to `lease_until_ms`, in the
+    /// same transaction, so they are not handed out twice while in flight. If the process dies,
+    /// the lease expires (or is released at the next start) and they are delivered again (at
+    /// least once). Claims go through this writer too: one connection writing the queue means no waiting on
     /// SQLite's lock between two writers.
     pub async fn claim(&self, now_ms: i64, limit: usize, lease_until_ms: i64) -> Result<Vec<AsyncEvent>, StoreError> {
         let (tx, rx) = oneshot::channel();
@@ -182,5 +184,47 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::Db;
+
+    fn event(function: &str) -> AsyncEvent {
+        AsyncEvent {
+            id: 0,
+            request_id: "r".into(),
+            function: function.into(),
+            qualifier: None,
+            payload: b"{}".to_vec(),
+            received_ms: 1,
+            attempts: 0,
+            next_attempt_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_lease_and_deleting_the_function_drops_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut db = Db::open(&path).unwrap();
+        db.create_function(&crate::db::tests::config("f"), &BTreeMap::new()).unwrap();
+        let q = QueueWriter::start(&path).unwrap();
+        assert!(matches!(q.insert(event("missing")).await, Err(StoreError::NotFound)));
+        let id = q.insert(event("f")).await.unwrap();
+        let claimed = q.claim(10, 10, 1000).await.unwrap();
+        assert_eq!(claimed.iter().map(|e| e.id).collect::<Vec<_>>(), [id]);
+        assert!(q.claim(10, 10, 1000).await.unwrap().is_empty(), "a claimed event is leased");
+        assert_eq!(q.claim(1000, 10, 2000).await.unwrap().len(), 1, "the lease expires");
+        q.reschedule(id, 1, 5000);
+        assert!(q.claim(4999, 10, 9000).await.unwrap().is_empty(), "rescheduled to later");
+        assert_eq!(db.next_due().unwrap(), Some(5000));
+        assert!(db.delete_function("f").unwrap());
+        assert!(q.claim(i64::MAX, 10, 0).await.unwrap().is_empty());
+        assert_eq!(db.queued_events().unwrap(), 0);
     }
 }

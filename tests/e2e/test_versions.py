@@ -405,6 +405,29 @@ def test_zero_reserved_concurrency_sends_async_events_to_on_failure(fresh_server
     assert not [r for r in recorder.snapshot() if r["fn"] == name]
 
 
+def test_a_retry_past_the_maximum_event_age_goes_to_on_failure(fresh_server, recorder):
+    # Retries wait 35 s then 70 s: the second failure at ~35 s cannot be retried within the
+    # 60 s maximum age, so the event ends there as EventAgeExceeded (not RetriesExhausted).
+    s = fresh_server("--async-retry-delay", "35")
+    lam = s.client()
+    name, dest = unique("aged"), unique("ageddest")
+    create(lam, name, zip_files({"app.py": RECORDING}))
+    create(lam, dest, zip_files({"app.py": RECORDING}))
+    dest_arn = lam.get_function_configuration(FunctionName=dest)["FunctionArn"]
+    lam.put_function_event_invoke_config(
+        FunctionName=name,
+        MaximumRetryAttempts=2,
+        MaximumEventAgeInSeconds=60,
+        DestinationConfig={"OnFailure": {"Destination": dest_arn}},
+    )
+    lam.invoke(FunctionName=name, InvocationType="Event", Payload=json.dumps({"recorder": recorder.url, "fail": True}))
+    got = wait_for(lambda: [r for r in recorder.snapshot() if r["fn"] == dest], timeout=60)
+    assert got, recorder.snapshot()
+    assert got[0]["event"]["requestContext"]["condition"] == "EventAgeExceeded"
+    assert got[0]["event"]["requestContext"]["approximateInvokeCount"] == 2
+    assert len([r for r in recorder.snapshot() if r["fn"] == name]) == 2, "no third attempt"
+
+
 def test_no_accepted_event_is_lost_across_kill_9(fresh_server, recorder, tmp_path):
     s = fresh_server("--no-freeze")
     lam = s.client()

@@ -25,6 +25,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+# The host uid a function runs as: the outer end of its user namespace's only mapping (or its
+# own uid when the host gives it no user namespace).
+HOST_UID = "(lambda m: int(m[1]) if m[0] != '0' else os.getuid())(open('/proc/self/uid_map').read().split())"
+
+
 def processes_of_uid(uid):
     found = []
     for p in pathlib.Path("/proc").iterdir():
@@ -85,7 +90,8 @@ def neighbour_keeps_answering(lam, name):
 PROBE = '''
 import os, socket
 def handler(event, context):
-    out = {"uid": os.getuid(), "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+    out = {"uid": os.getuid(), "gid": os.getgid(), "uid_map": open("/proc/self/uid_map").read().split(),
+           "task_owner": os.stat("/var/task/app.py").st_uid, "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
     for path in event["paths"]:
         try:
             with open(path, "rb") as f:
@@ -127,6 +133,25 @@ def test_a_function_sees_only_itself(lam, server, neighbour_fn):
     assert out["uid"] != 0 and out["uid"] != os.getuid(), "functions do not run as the platform's user"
 
 
+def host_allows_user_namespaces():
+    for path, off in (("/proc/sys/user/max_user_namespaces", "0"), ("/proc/sys/kernel/unprivileged_userns_clone", "0")):
+        with contextlib.suppress(OSError):
+            if pathlib.Path(path).read_text().strip() == off:
+                return False
+    return True
+
+
+@pytest.mark.skipif(not host_allows_user_namespaces(), reason="this host allows no unprivileged user namespaces")
+def test_a_function_runs_in_a_user_namespace_as_lambdas_user(lam):
+    name = unique("userns")
+    create(lam, name, zip_files({"app.py": PROBE}))
+    resp, out = invoke_json(lam, name, {"paths": ["/etc/passwd"], "server_pid": 1})
+    assert (out["uid"], out["gid"]) == (993, 990), "the function sees Lambda's sbx_user1051"
+    inner, outer, count = (int(v) for v in out["uid_map"])
+    assert inner == 993 and count == 1 and outer >= 900_000, f"only its own host uid is mapped: {out['uid_map']}"
+    assert out["task_owner"] == 65534, "root (unmapped) owns the code, seen as nobody"
+
+
 def test_memory_hog_fails_its_invocation_with_out_of_memory(lam, neighbour_fn):
     name = unique("hog")
     code = "def handler(e, c):\n    blocks = []\n    while True:\n        blocks.append(bytearray(16 * 1024 * 1024))\n"
@@ -158,7 +183,7 @@ def test_fork_bomb_is_contained_and_leaves_nothing(lam, neighbour_fn):
         "import os, time\n"
         "def handler(e, c):\n"
         "    if not e.get('bomb'):\n"
-        "        return os.getuid()\n"
+        f"        return {HOST_UID}\n"
         "    while True:\n"
         "        try:\n"
         "            os.fork()\n"
@@ -175,7 +200,7 @@ def test_fork_bomb_is_contained_and_leaves_nothing(lam, neighbour_fn):
 
 def test_endless_loop_times_out_and_leaves_nothing(lam, neighbour_fn):
     name = unique("spin")
-    code = "import os\ndef handler(e, c):\n    if e.get('spin'):\n        while True:\n            pass\n    return os.getuid()\n"
+    code = f"import os\ndef handler(e, c):\n    if e.get('spin'):\n        while True:\n            pass\n    return {HOST_UID}\n"
     create(lam, name, zip_files({"app.py": code}), Timeout=2)
     uid = invoke_json(lam, name)[1]
     with neighbour_keeps_answering(lam, neighbour_fn):
@@ -226,7 +251,7 @@ def test_detached_background_process_ends_with_its_environment(lam):
         "import os, subprocess\n"
         "def handler(e, c):\n"
         f"    subprocess.Popen(['sleep', '{marker}'], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-        "    return os.getuid()\n"
+        f"    return {HOST_UID}\n"
     )
     create(lam, name, zip_files({"app.py": code}))
     uid = invoke_json(lam, name)[1]
@@ -306,7 +331,7 @@ def test_idle_environments_are_frozen_until_their_next_invocation(lam):
     assert after > before, "and it resumes when the environment is thawed"
 
 
-UID_FN = "import os\ndef handler(e, c):\n    return os.getuid()\n"
+UID_FN = f"import os\ndef handler(e, c):\n    return {HOST_UID}\n"
 
 
 def test_environments_die_with_a_killed_server(fresh_server):

@@ -34,7 +34,15 @@ pub struct NamespaceConfig {
     pub uid_count: u32,
     /// Where the uid blocks' lock files live.
     pub uid_lock_dir: PathBuf,
+    /// Run each environment in a user namespace of its own, where the host allows
+    /// unprivileged user namespaces.
+    pub user_namespace: bool,
 }
+
+/// The uid and gid a function sees inside its user namespace: those of Lambda's
+/// `sbx_user1051`.
+pub const FUNCTION_UID: u32 = 993;
+pub const FUNCTION_GID: u32 = 990;
 
 impl NamespaceConfig {
     pub fn new(init_exe: PathBuf, staging: PathBuf) -> Self {
@@ -45,6 +53,7 @@ impl NamespaceConfig {
             uid_base: 900_000,
             uid_count: 10_000,
             uid_lock_dir: "/run/stratus/uid-blocks".into(),
+            user_namespace: true,
         }
     }
 }
@@ -83,6 +92,8 @@ pub struct NamespaceBackend {
     /// The claimed uid block: its first uid, and the locked file that holds the claim.
     uid_first: u32,
     _uid_claim: File,
+    /// Why environments run without a user namespace, if they do.
+    no_user_namespace: Option<String>,
 }
 
 impl std::fmt::Debug for NamespaceBackend {
@@ -112,6 +123,8 @@ impl NamespaceBackend {
         let lifeline = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Unavailable::Prepare { path: "lifeline pipe".into(), source: e.into() })?;
         let (uid_first, uid_claim) = claim_uid_block(&config)?;
+        let no_user_namespace =
+            if config.user_namespace { user_namespaces_allowed().err() } else { Some("turned off".into()) };
         Ok(Self {
             config,
             cgroups,
@@ -122,7 +135,13 @@ impl NamespaceBackend {
             next_id: AtomicU64::new(1),
             uid_first,
             _uid_claim: uid_claim,
+            no_user_namespace,
         })
+    }
+
+    /// Why environments run without a user namespace (`None`: each has one).
+    pub fn no_user_namespace(&self) -> Option<&str> {
+        self.no_user_namespace.as_deref()
     }
 
     /// The cgroup flavour in use.
@@ -134,6 +153,23 @@ impl NamespaceBackend {
         let n = self.next_uid.fetch_add(1, Ordering::Relaxed) % u64::from(self.config.uid_count.max(1));
         self.uid_first + n as u32
     }
+}
+
+/// Whether an unprivileged process may create a user namespace here (the environment enters
+/// its own after dropping to its uid).
+fn user_namespaces_allowed() -> Result<(), String> {
+    let sysctl = |path: &str| fs::read_to_string(path).ok().map(|v| v.trim().to_string());
+    if sysctl("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        return Err("user.max_user_namespaces is 0".into());
+    }
+    // Debian's switch for unprivileged user namespaces (absent on other kernels).
+    if sysctl("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        return Err("kernel.unprivileged_userns_clone is 0".into());
+    }
+    if !Path::new("/proc/self/ns/user").exists() {
+        return Err("the kernel has no user namespaces".into());
+    }
+    Ok(())
 }
 
 /// Claims the first free block of uids (a lock file held for the server's life).
@@ -187,6 +223,7 @@ impl Backend for NamespaceBackend {
     fn spawn(&self, spec: Spec) -> Result<Box<dyn Sandboxed>, SandboxError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let uid = spec.uid.unwrap_or_else(|| self.allocate_uid());
+        let user_namespace = self.no_user_namespace.is_none().then_some((FUNCTION_UID, FUNCTION_GID));
         let spawn_error = |source| SandboxError::Spawn { program: spec.program.display().to_string(), source };
         let cgroup = self
             .cgroups
@@ -208,8 +245,8 @@ impl Backend for NamespaceBackend {
             opt: spec.mounts.opt.as_deref(),
             tmp_bytes: spec.limits.tmp_bytes,
             extra_ro: &spec.mounts.extra_ro,
-            uid,
-            gid: uid,
+            uid: if user_namespace.is_some() { FUNCTION_UID } else { uid },
+            gid: if user_namespace.is_some() { FUNCTION_GID } else { uid },
         };
         let plan = mounts::plan(&root, Path::new("/"));
         let (status_read, status_write) =
@@ -226,6 +263,7 @@ impl Backend for NamespaceBackend {
             "stratus",
             uid,
             uid,
+            user_namespace,
             self.seccomp.clone(),
             self.init.as_raw_fd(),
             status_write.as_raw_fd(),

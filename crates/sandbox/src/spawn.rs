@@ -17,7 +17,8 @@
 //!  7. resource limits
 //!  8. stdio (and the status pipe as fd 3, the server's lifeline as fd 4)
 //!  9. working directory
-//! 10. drop to the environment's uid and gid
+//! 10. drop to the environment's uid and gid; then, where the host allows, a user namespace
+//!     in which that uid and gid appear as Lambda's (993 and 990) and nothing else is mapped
 //! 11. no new privileges; the seccomp filter
 //! 12. empty signal mask; exec
 //!
@@ -102,6 +103,9 @@ pub(crate) struct Isolation {
     hostname: CString,
     pub uid: libc::uid_t,
     pub gid: libc::gid_t,
+    /// The `uid_map` and `gid_map` lines of the user namespace entered after dropping
+    /// privileges, if any.
+    user_maps: Option<(Vec<u8>, Vec<u8>)>,
     /// The compiled seccomp filter.
     seccomp: Vec<libc::sock_filter>,
     /// The executable to run (by descriptor: it is not visible inside the new root).
@@ -123,6 +127,7 @@ impl Isolation {
         hostname: &str,
         uid: u32,
         gid: u32,
+        user_namespace: Option<(u32, u32)>,
         seccomp: Vec<libc::sock_filter>,
         exec_fd: RawFd,
         status_fd: RawFd,
@@ -138,6 +143,9 @@ impl Isolation {
             hostname: cstring(OsStr::new(hostname))?,
             uid,
             gid,
+            user_maps: user_namespace.map(|(inner_uid, inner_gid)| {
+                (format!("{inner_uid} {uid} 1\n").into_bytes(), format!("{inner_gid} {gid} 1\n").into_bytes())
+            }),
             seccomp,
             exec_fd,
             status_fd,
@@ -230,7 +238,7 @@ fn step_name(step: i32) -> &'static str {
         7 => "setting resource limits",
         8 => "setting up stdio",
         9 => "changing to the working directory",
-        10 => "dropping privileges",
+        10 => "dropping privileges (or entering the user namespace)",
         11 => "installing the seccomp filter",
         12 => "exec",
         _ => "an unknown step",
@@ -248,6 +256,44 @@ struct KernelSigaction {
 }
 
 const STEP_MOUNTS: i32 = 5;
+
+/// Enters a new user namespace owned by the (already unprivileged) uid, and maps that uid and
+/// gid, and only them, into it. An unprivileged process may map exactly its own ids, after
+/// giving up `setgroups` in the namespace. Once the process execs as a non-zero uid of the
+/// namespace it holds no capabilities there either.
+///
+/// # Safety
+/// Must run in the child of [`spawn`]; only async-signal-safe calls on prepared data.
+unsafe fn enter_user_namespace(uid_map: &[u8], gid_map: &[u8]) -> Result<(), ()> {
+    // SAFETY: system calls on NUL-terminated literals and buffers owned by the caller.
+    unsafe {
+        let write_file = |path: &std::ffi::CStr, data: &[u8]| -> bool {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return false;
+            }
+            let ok = libc::write(fd, data.as_ptr() as *const libc::c_void, data.len()) == data.len() as isize;
+            libc::close(fd) == 0 && ok
+        };
+        // Dropping privileges made the process non-dumpable, which hands its /proc files to
+        // root; it must own its own uid_map to write it. (The flag belongs to the address
+        // space, which exec replaces.)
+        if libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 || libc::unshare(libc::CLONE_NEWUSER) != 0 {
+            return Err(());
+        }
+        if !write_file(c"/proc/self/setgroups", b"deny")
+            || !write_file(c"/proc/self/uid_map", uid_map)
+            || !write_file(c"/proc/self/gid_map", gid_map)
+        {
+            return Err(());
+        }
+        // Entering the namespace may clear the parent-death signal, as a credential change does.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            return Err(());
+        }
+    }
+    Ok(())
+}
 
 /// Carries out the mount plan, pivots into the new root and makes it read-only.
 ///
@@ -426,6 +472,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
             // Changing credentials cleared the parent-death signal: set it again.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return fail(10);
+            }
+            if let Some((uid_map, gid_map)) = &iso.user_maps
+                && enter_user_namespace(uid_map, gid_map).is_err()
+            {
                 return fail(10);
             }
             // 11.

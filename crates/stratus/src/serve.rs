@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// ~0.3 ms instead of ~6.5 ms, at the cost of brief interrupts on every CPU host-wide.
     #[arg(long, env = "STRATUS_NO_EXPEDITED_RCU")]
     no_expedited_rcu: bool,
+    /// Do not give each environment a user namespace of its own (by default it gets one where
+    /// the host allows, and its function sees itself as uid 993, gid 990, as on Lambda).
+    #[arg(long, env = "STRATUS_NO_USER_NAMESPACE")]
+    no_user_namespace: bool,
     /// Bytes of logs kept per function before the oldest are removed.
     #[arg(long, env = "STRATUS_LOG_BUDGET", default_value_t = 64 << 20)]
     log_budget: u64,
@@ -139,10 +143,16 @@ fn choose_backend(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Resul
     }
     let exe =
         std::env::current_exe().context("cannot find the stratus executable (it becomes each environment's init)")?;
-    let config = sandbox::NamespaceConfig::new(exe, data_dir.join("sandbox-root"));
+    let mut config = sandbox::NamespaceConfig::new(exe, data_dir.join("sandbox-root"));
+    config.user_namespace = !args.no_user_namespace;
     match sandbox::NamespaceBackend::new(config) {
         Ok(b) => {
             tracing::info!(cgroups = ?b.cgroup_version(), "execution environments are isolated (namespaces, cgroups, seccomp)");
+            if let Some(why) = b.no_user_namespace() {
+                tracing::warn!(
+                    "execution environments run without a user namespace ({why}); each still runs as its own unprivileged uid"
+                );
+            }
             Ok(Arc::new(b))
         }
         Err(e) => {

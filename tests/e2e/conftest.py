@@ -21,7 +21,7 @@ BIN = pathlib.Path(os.environ.get("STRATUS_BIN", ROOT / "target" / "debug" / "st
 AWS = pathlib.Path(sys.executable).parent / "aws"
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
 CREDS = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-ISOLATED = os.geteuid() == 0
+ISOLATED = os.geteuid() == 0 and not os.environ.get("STRATUS_TEST_UNISOLATED")
 
 
 def pytest_report_header(config):

@@ -48,7 +48,7 @@ fn only_latest(state: &ApiState, r: &FunctionRef) -> Result<(), ApiError> {
     }
 }
 
-fn code_error(e: StoreError) -> ApiError {
+pub(crate) fn code_error(e: StoreError) -> ApiError {
     match e {
         StoreError::Code(CodeError::ZippedTooLarge) => {
             ApiError(LambdaError::too_large("Zipped size must be smaller than 52428800 bytes"))
@@ -63,7 +63,7 @@ fn code_error(e: StoreError) -> ApiError {
     }
 }
 
-fn decode_zip(b64: &str) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn decode_zip(b64: &str) -> Result<Vec<u8>, ApiError> {
     base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| {
         ApiError(LambdaError::invalid_parameter(
             "Could not unzip uploaded file. Please check your file, then try to upload again. (ZipFile is not valid base64)",
@@ -77,7 +77,13 @@ fn unsupported_code_source() -> ApiError {
     ))
 }
 
-fn json_response(status: StatusCode, v: serde_json::Value) -> Response {
+/// Where a stored package can be downloaded (the address the caller reached this API on).
+pub(crate) fn code_location(headers: &HeaderMap, sha256_hex: &str) -> String {
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    format!("http://{host}/_stratus/code/{sha256_hex}.zip")
+}
+
+pub(crate) fn json_response(status: StatusCode, v: serde_json::Value) -> Response {
     (status, Json(v)).into_response()
 }
 
@@ -107,7 +113,9 @@ pub async fn create_function(State(state): State<ApiState>, body: Body) -> ApiRe
     let Some(zip_b64) = code.zip_file else {
         return Err(LambdaError::invalid_parameter("Please provide a source for function code.").into());
     };
-    let config_in = input.config.into_model(input.architectures);
+    let mut config_in = input.config;
+    let layers = crate::layers::resolve(&state, config_in.layers.take()).await?;
+    let config_in = config_in.into_model(input.architectures, layers);
     config_in.validate()?;
     if let Some(rt) = &config_in.runtime {
         state.invoker.catalogue().get(rt)?;
@@ -179,12 +187,11 @@ pub async fn get_function(
         .run(move |db| Ok((db.tags(&name)?, db.reserved_concurrency(&name)?.flatten())))
         .await
         .map_err(|e| ApiError::internal("cannot read tags", e))?;
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     let mut out = json!({
         "Configuration": wire::function_configuration(&config, &state.scope, StateView::Settled, r.qualifier.as_deref()),
         "Code": {
             "RepositoryType": "S3",
-            "Location": format!("http://{host}/_stratus/code/{}.zip", config.code_sha256),
+            "Location": code_location(&headers, &config.code_sha256),
         },
     });
     if let Some(tags) = tags.filter(|t| !t.is_empty()) {
@@ -343,7 +350,9 @@ pub async fn update_configuration(State(state): State<ApiState>, Path(raw): Path
     let input: wire::UpdateConfigIn = wire::parse_body(&bytes)?;
     let r = function_ref(&state, &raw, None)?;
     only_latest(&state, &r)?;
-    let config_in = input.config.into_model(None);
+    let mut config_in = input.config;
+    let layers = crate::layers::resolve(&state, config_in.layers.take()).await?;
+    let config_in = config_in.into_model(None, layers);
     config_in.validate()?;
     if let Some(rt) = &config_in.runtime {
         state.invoker.catalogue().get(rt)?;

@@ -12,6 +12,7 @@ mod error;
 mod functions;
 mod internal;
 mod invoke;
+mod layers;
 mod versions;
 mod wire;
 
@@ -112,6 +113,9 @@ pub fn router(state: ApiState) -> Router {
                 .delete(v::delete_event_config),
         )
         .route("/2019-09-25/functions/{name}/event-invoke-config/list", get(v::list_event_configs))
+        .route("/2018-10-31/layers", get(layers::list_or_find))
+        .route("/2018-10-31/layers/{layer}/versions", post(layers::publish).get(layers::list_versions))
+        .route("/2018-10-31/layers/{layer}/versions/{version}", get(layers::get_version).delete(layers::delete_version))
         .route("/2016-08-19/account-settings", get(f::account_settings))
         .route("/2016-08-19/account-settings/", get(f::account_settings))
         .route("/2017-03-31/tags/{arn}", get(f::list_tags).post(f::tag_resource).delete(f::untag_resource))

@@ -77,7 +77,12 @@ pub struct ConfigIn {
 }
 
 impl ConfigIn {
-    pub fn into_model(self, architectures: Option<Vec<String>>) -> ConfigInput {
+    /// `layers` are the resolved `Layers` (taken out of `self` first, see `layers::resolve`).
+    pub fn into_model(
+        self,
+        architectures: Option<Vec<String>>,
+        layers: Option<Vec<model::layers::LayerRef>>,
+    ) -> ConfigInput {
         let logging = self.logging_config.unwrap_or_default();
         ConfigInput {
             runtime: self.runtime,
@@ -92,7 +97,7 @@ impl ConfigIn {
             tracing_mode: self.tracing_config.and_then(|t| t.mode),
             log_format: logging.log_format,
             log_group: logging.log_group,
-            layers: self.layers,
+            layers,
             dead_letter_target: self.dead_letter_config.map(|d| d.target_arn.unwrap_or_default()),
         }
     }
@@ -249,6 +254,34 @@ pub enum StateView {
     Listed,
 }
 
+/// `LayerVersionsListItem`.
+pub fn layer_versions_list_item(l: &model::layers::LayerVersion, scope: &Scope) -> Value {
+    let mut v = json!({
+        "LayerVersionArn": scope.layer_version_arn(&l.name, l.version),
+        "Version": l.version,
+        "Description": l.description,
+        "CreatedDate": model::logfmt::lambda_timestamp(l.created_ms),
+        "CompatibleRuntimes": l.compatible_runtimes,
+        "CompatibleArchitectures": l.compatible_architectures,
+    });
+    if let Some(license) = &l.license_info {
+        v["LicenseInfo"] = json!(license);
+    }
+    v
+}
+
+/// The answer of PublishLayerVersion, GetLayerVersion and GetLayerVersionByArn.
+pub fn layer_version(l: &model::layers::LayerVersion, scope: &Scope, location: String) -> Value {
+    let mut v = layer_versions_list_item(l, scope);
+    v["LayerArn"] = json!(scope.layer_arn(&l.name));
+    v["Content"] = json!({
+        "Location": location,
+        "CodeSha256": store::StoredCode::sha256_base64(&l.code_sha256),
+        "CodeSize": l.code_size,
+    });
+    v
+}
+
 /// `FunctionConfiguration`. `qualifier`, when given, qualifies `FunctionArn` (the version, or
 /// the alias the caller named).
 pub fn function_configuration(c: &FunctionConfig, scope: &Scope, view: StateView, qualifier: Option<&str>) -> Value {
@@ -284,7 +317,7 @@ pub fn function_configuration(c: &FunctionConfig, scope: &Scope, view: StateView
         v["Environment"] = json!({ "Variables": vars });
     }
     if !c.layers.is_empty() {
-        v["Layers"] = Value::Array(c.layers.iter().map(|l| json!({ "Arn": l, "CodeSize": 0 })).collect());
+        v["Layers"] = Value::Array(c.layers.iter().map(|l| json!({ "Arn": l.arn, "CodeSize": l.code_size })).collect());
     }
     if let Some(dlq) = &c.dead_letter_target {
         v["DeadLetterConfig"] = json!({ "TargetArn": dlq });
@@ -321,7 +354,7 @@ mod tests {
             "Environment":{"Variables":{"A1":"x"}},"MemorySize":256,"EphemeralStorage":{"Size":1024},
             "SomeFutureMember":true}"#;
         let parsed: CreateFunctionIn = parse_body(body).unwrap();
-        let input = parsed.config.into_model(None);
+        let input = parsed.config.into_model(None, None);
         assert_eq!(input.memory_mb, Some(256));
         assert_eq!(input.ephemeral_mb, Some(1024));
         assert_eq!(input.environment.unwrap()["A1"], "x");

@@ -2,8 +2,11 @@
 //! log, framed by the platform's START / END / REPORT lines, and keeps the current
 //! invocation's last 4 KB for `X-Amz-Log-Result`.
 //!
-//! Ordering: a platform line is written only after everything already in the pipe has been
-//! read, so what a function printed before answering lands between its START and END.
+//! Ordering: END (and any other platform line, except START) is written only after everything
+//! already in the pipe has been read, so what a function printed before answering lands
+//! between its START and END. START does not drain: the capture task may run late, after
+//! the function already printed its first lines for the invocation, and those belong after
+//! START. What init printed is drained by [`Capture::sync`] once init is done, before START.
 //! Bounds: at most one partial line of [`MAX_LINE_BYTES`] is buffered; lines are sent to the
 //! log writer with backpressure, so a flooding function blocks on its own pipe.
 
@@ -25,6 +28,8 @@ pub enum Command {
     Line { text: String, begins_invocation: bool },
     /// Write the closing platform lines of an invocation and return its tail if asked.
     End { lines: Vec<String>, tail: Option<oneshot::Sender<String>> },
+    /// Read everything in the pipe now, then answer.
+    Sync(oneshot::Sender<()>),
 }
 
 /// Handle to a capture task.
@@ -48,6 +53,15 @@ impl Capture {
 
     pub async fn start_invocation(&self, text: String) {
         let _ = self.tx.send(Command::Line { text, begins_invocation: true }).await;
+    }
+
+    /// Returns once everything the environment printed so far is in the log (call when init
+    /// is done, so that init's output lands before the first START).
+    pub async fn sync(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Sync(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Closes an invocation; with `want_tail`, waits for and returns its last 4 KB.
@@ -126,7 +140,9 @@ impl Task {
                 biased;
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
-                    self.drain(&mut buf).await;
+                    if !matches!(cmd, Command::Line { begins_invocation: true, .. }) {
+                        self.drain(&mut buf).await;
+                    }
                     self.handle(cmd).await;
                 }
                 n = async { match &self.reader { Some(r) => { r.readable().await.ok(); Some(()) } None => std::future::pending().await } } => {
@@ -149,6 +165,10 @@ impl Task {
                     self.tail = Some(Tail::default());
                 }
                 self.emit(text).await;
+            }
+            Command::Sync(done) => {
+                self.flush_partial().await;
+                let _ = done.send(());
             }
             Command::End { lines, tail } => {
                 self.flush_partial().await;
@@ -272,5 +292,22 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut tx, b"hello\npartial").await.unwrap();
         let tail = cap.end(vec!["END".into(), "REPORT".into()], true).await.unwrap();
         assert_eq!(tail, "START\nhello\npartial\nEND\nREPORT\n");
+    }
+
+    #[tokio::test]
+    async fn output_the_capture_task_reads_late_still_lands_after_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = store::LogStore::open(dir.path().to_path_buf(), store::LogLimits::default()).unwrap();
+        let sink = logs.start_writer();
+        let (tx, rx) = pipe::pipe().unwrap();
+        let writer = tx.into_blocking_fd().unwrap();
+        let cap = Capture::start(rx, sink, "f".into(), "s".into());
+        nix::unistd::write(&writer, b"init says hi\n").unwrap();
+        cap.sync().await;
+        // START is queued, and the function prints before the capture task gets to run.
+        cap.start_invocation("START".into()).await;
+        nix::unistd::write(&writer, b"during\n").unwrap();
+        let tail = cap.end(vec!["END".into()], true).await.unwrap();
+        assert_eq!(tail, "START\nduring\nEND\n");
     }
 }

@@ -33,6 +33,8 @@ pub struct Blueprint {
     pub arn: String,
     /// Host directory of the unpacked code.
     pub code_dir: PathBuf,
+    /// Host directory shown at `/opt`: the function's layers, merged in order.
+    pub opt_dir: Option<PathBuf>,
     /// Host directory of the runtime bootstraps.
     pub runtime_dir: PathBuf,
     /// Host directory under which each environment gets its private directories.
@@ -221,7 +223,7 @@ impl Environment {
         let mounts = Mounts {
             task_root: bp.code_dir.clone(),
             runtime_dir: bp.runtime_dir.clone(),
-            opt: None,
+            opt: bp.opt_dir.clone(),
             tmp: dir.join("tmp"),
             extra_ro: bp.host_dirs.clone(),
         };
@@ -339,6 +341,7 @@ impl Environment {
         match signal {
             Some(Some(Signal::Ready)) => {
                 env.init_duration = Some(began.elapsed());
+                env.capture.sync().await;
                 tracing::debug!(
                     function = %bp.config.name,
                     env = id,
@@ -608,6 +611,10 @@ fn environment_variables(
         ("AWS_XRAY_CONTEXT_MISSING".into(), "LOG_ERROR".into()),
         ("TMPDIR".into(), layout.tmp.display().to_string()),
     ];
+    if layout.opt != std::path::Path::new("/opt") {
+        // Unisolated: the layers are not at /opt; tell the bootstraps where they are.
+        vars.push(("STRATUS_OPT_DIR".into(), opt.clone()));
+    }
     if let Some(user) = &c.environment {
         for (k, v) in user {
             vars.retain(|(key, _)| key != k);

@@ -455,8 +455,16 @@ impl Invoker {
             &Paths { task_root: &layout.task_root, runtime_dir: &layout.runtime_dir, opt: &layout.opt },
         )?;
         let host_dirs = self.inner.catalogue.get(&config.runtime)?.host_dirs();
+        let layer_shas: Vec<String> = config.layers.iter().map(|l| l.code_sha256.clone()).collect();
+        let opt_dir = self
+            .inner
+            .store
+            .code
+            .opt_tree(&layer_shas)
+            .map_err(|e| LambdaError::service(format!("cannot prepare the function's layers: {e}")))?;
         Ok(Arc::new(Blueprint {
             host_dirs,
+            opt_dir,
             isolated_network: tags.get(NETWORK_TAG).is_some_and(|v| v == "isolated"),
             arn: cfg.scope.function_arn(&config.name),
             config: Arc::new(config),

@@ -69,7 +69,9 @@ pub struct FunctionConfig {
     pub tracing_mode: String,
     pub log_format: String,
     pub log_group: String,
-    pub layers: Vec<String>,
+    /// The layers in `/opt`, in order (later ones overwrite earlier ones' files).
+    #[serde(default)]
+    pub layers: Vec<crate::layers::LayerRef>,
     pub dead_letter_target: Option<String>,
 }
 
@@ -95,7 +97,8 @@ pub struct ConfigInput {
     pub tracing_mode: Option<String>,
     pub log_format: Option<String>,
     pub log_group: Option<String>,
-    pub layers: Option<Vec<String>>,
+    /// Resolved by the caller (the layer versions must exist), in order.
+    pub layers: Option<Vec<crate::layers::LayerRef>>,
     pub dead_letter_target: Option<String>,
 }
 

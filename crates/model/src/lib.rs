@@ -9,6 +9,7 @@
 pub mod config;
 pub mod error;
 pub mod invoke;
+pub mod layers;
 pub mod logfmt;
 pub mod names;
 pub mod runtime;

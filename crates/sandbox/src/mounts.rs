@@ -10,7 +10,7 @@
 //!                    generated passwd/group/hosts; never shadow, ssh keys or the like
 //! /var/task          the function's code, read-only
 //! /var/runtime       the runtime bootstraps, read-only
-//! /opt               layers (empty for now)
+//! /opt               the function's layers, merged in order (empty without layers)
 //! /tmp               a private tmpfs of EphemeralStorage bytes
 //! /proc              the environment's own (PID namespace)
 //! /dev               null, zero, full, random, urandom, a private shm, fd links

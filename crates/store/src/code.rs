@@ -6,6 +6,10 @@
 //! `..`, no symlink pointing outside the tree), the unpacked size and the entry count are
 //! bounded by bytes actually written (not by what the archive claims), and nothing becomes
 //! visible until the whole archive has unpacked cleanly (the tree is renamed into place).
+//!
+//! Layers are packages too. A function with two or more layers gets an `/opt` that merges
+//! their trees in order (`layers/<key>/`, hard links into the trees, built once per distinct
+//! list of layers); with one layer, its tree is `/opt` as it is.
 
 use std::fs::{self, File};
 use std::io::{self, Cursor, Read, Write};
@@ -77,8 +81,9 @@ impl CodeStore {
     pub fn open(root: PathBuf) -> io::Result<Self> {
         fs::create_dir_all(root.join("blobs"))?;
         fs::create_dir_all(root.join("trees"))?;
+        fs::create_dir_all(root.join("layers"))?;
         // Leftovers of an ingest interrupted by a crash.
-        for dir in ["blobs", "trees"] {
+        for dir in ["blobs", "trees", "layers"] {
             for entry in fs::read_dir(root.join(dir))?.flatten() {
                 if entry.file_name().to_string_lossy().starts_with(".tmp-") {
                     let _ = remove_any(&entry.path());
@@ -138,8 +143,48 @@ impl CodeStore {
         Ok(stored)
     }
 
-    /// Removes packages no function refers to any more.
-    pub fn collect_garbage(&self, referenced: &std::collections::HashSet<String>) -> io::Result<usize> {
+    /// The `/opt` of a function with these layers (by package SHA-256, in order): `None`
+    /// without layers, the package's own tree for one, and for more a tree merging them in
+    /// order, later layers' files replacing earlier ones' (built on first use).
+    pub fn opt_tree(&self, layer_shas: &[String]) -> io::Result<Option<PathBuf>> {
+        match layer_shas {
+            [] => Ok(None),
+            [one] => Ok(Some(self.tree(one))),
+            many => {
+                let dir = self.root.join("layers").join(merged_key(many));
+                if dir.is_dir() {
+                    return Ok(Some(dir));
+                }
+                let tmp = self.root.join("layers").join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+                let built = (|| {
+                    fs::create_dir(&tmp)?;
+                    for sha in many {
+                        merge_into(&self.tree(sha), &tmp)?;
+                    }
+                    fs::rename(&tmp, &dir)
+                })();
+                match built {
+                    Ok(()) => Ok(Some(dir)),
+                    // Another start built the same tree first.
+                    Err(_) if dir.is_dir() => {
+                        let _ = remove_any(&tmp);
+                        Ok(Some(dir))
+                    }
+                    Err(e) => {
+                        let _ = remove_any(&tmp);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes packages nothing refers to any more, and merged layer trees no version uses.
+    pub fn collect_garbage(
+        &self,
+        referenced: &std::collections::HashSet<String>,
+        layer_sets: &[Vec<String>],
+    ) -> io::Result<usize> {
         let mut removed = 0;
         for entry in fs::read_dir(self.root.join("trees"))?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
@@ -149,8 +194,50 @@ impl CodeStore {
                 removed += 1;
             }
         }
+        let used: std::collections::HashSet<String> =
+            layer_sets.iter().filter(|s| s.len() > 1).map(|s| merged_key(s)).collect();
+        for entry in fs::read_dir(self.root.join("layers"))?.flatten() {
+            if !used.contains(entry.file_name().to_string_lossy().as_ref()) {
+                remove_any(&entry.path())?;
+                removed += 1;
+            }
+        }
         Ok(removed)
     }
+}
+
+/// The name of the merged tree of a list of layers.
+fn merged_key(shas: &[String]) -> String {
+    hex::encode(Sha256::digest(shas.join(",").as_bytes()))
+}
+
+/// Adds the tree `src` to `dst`: directories merge, files and symlinks replace what is there
+/// (files as hard links: trees are never modified).
+fn merge_into(src: &Path, dst: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            if fs::symlink_metadata(&to).is_ok_and(|m| !m.is_dir()) {
+                remove_any(&to)?;
+            }
+            if !to.exists() {
+                fs::create_dir(&to)?;
+                fs::set_permissions(&to, fs::metadata(&from)?.permissions())?;
+            }
+            merge_into(&from, &to)?;
+        } else {
+            remove_any(&to)?;
+            if kind.is_symlink() {
+                symlink(fs::read_link(&from)?, &to)?;
+            } else if fs::hard_link(&from, &to).is_err() {
+                fs::copy(&from, &to)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn remove_any(path: &Path) -> io::Result<()> {
@@ -291,6 +378,28 @@ mod tests {
 
     fn tree_count(s: &CodeStore) -> usize {
         fs::read_dir(s.root.join("trees")).unwrap().count()
+    }
+
+    #[test]
+    fn merges_layers_in_order_and_collects_unused_merges() {
+        let (_d, s) = store();
+        let a = s.ingest(&zip_of(&[("python/shared.py", b"a", 0o644), ("python/only_a.py", b"a", 0o644)])).unwrap();
+        let b = s.ingest(&zip_of(&[("python/shared.py", b"b", 0o644), ("bin/tool", b"b", 0o755)])).unwrap();
+        assert_eq!(s.opt_tree(&[]).unwrap(), None);
+        assert_eq!(s.opt_tree(std::slice::from_ref(&a.sha256_hex)).unwrap(), Some(s.tree(&a.sha256_hex)));
+        let ab = vec![a.sha256_hex.clone(), b.sha256_hex.clone()];
+        let merged = s.opt_tree(&ab).unwrap().unwrap();
+        assert_eq!(fs::read(merged.join("python/shared.py")).unwrap(), b"b", "the later layer wins");
+        assert_eq!(fs::read(merged.join("python/only_a.py")).unwrap(), b"a");
+        assert_eq!(fs::metadata(merged.join("bin/tool")).unwrap().permissions().mode() & 0o777, 0o755);
+        let ba = vec![b.sha256_hex.clone(), a.sha256_hex.clone()];
+        assert_eq!(fs::read(s.opt_tree(&ba).unwrap().unwrap().join("python/shared.py")).unwrap(), b"a");
+        assert_eq!(s.opt_tree(&ab).unwrap().unwrap(), merged, "built once");
+        let all: std::collections::HashSet<String> = ab.iter().cloned().collect();
+        s.collect_garbage(&all, std::slice::from_ref(&ab)).unwrap();
+        assert!(merged.is_dir(), "a used merge stays");
+        assert!(!s.root.join("layers").join(merged_key(&ba)).exists(), "an unused merge goes");
+        assert!(s.tree(&a.sha256_hex).is_dir());
     }
 
     #[test]

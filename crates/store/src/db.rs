@@ -60,6 +60,18 @@ CREATE TABLE IF NOT EXISTS async_events (
     leased          INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS async_events_due ON async_events(next_attempt_ms);
+CREATE TABLE IF NOT EXISTS layers (
+    name         TEXT PRIMARY KEY,
+    -- the number of the last published version (numbers are never reused)
+    last_version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS layer_versions (
+    name        TEXT NOT NULL REFERENCES layers(name),
+    version     INTEGER NOT NULL,
+    config      TEXT NOT NULL,
+    code_sha256 TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
 "#;
 
 /// An accepted asynchronous event waiting for delivery.
@@ -78,7 +90,7 @@ pub struct AsyncEvent {
 
 /// A connection to the metadata database.
 pub struct Db {
-    conn: Connection,
+    pub(crate) conn: Connection,
 }
 
 fn json_err(e: serde_json::Error) -> StoreError {
@@ -480,11 +492,29 @@ impl Db {
         Ok((count as u64, size as u64))
     }
 
-    /// Code packages still referenced by some version.
+    /// Code packages still referenced: by some function version (as its code or one of its
+    /// layers) or by a layer version.
     pub fn referenced_code(&self) -> Result<HashSet<String>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT DISTINCT code_sha256 FROM versions")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT code_sha256 FROM versions UNION SELECT code_sha256 FROM layer_versions
+             UNION SELECT json_extract(l.value, '$.code_sha256') FROM versions, json_each(versions.config, '$.layers') AS l",
+        )?;
+        let rows = stmt.query_map([], |r| r.get::<_, Option<String>>(0))?;
+        Ok(rows.filter_map(|r| r.transpose()).collect::<Result<_, _>>()?)
+    }
+
+    /// The distinct lists of layers (package SHA-256s, in order) function versions use.
+    pub fn referenced_layer_sets(&self) -> Result<Vec<Vec<String>>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT json_extract(config, '$.layers') FROM versions WHERE json_array_length(config, '$.layers') > 1",
+        )?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut sets = Vec::new();
+        for json in rows {
+            let layers: Vec<model::layers::LayerRef> = serde_json::from_str(&json?).map_err(json_err)?;
+            sets.push(layers.into_iter().map(|l| l.code_sha256).collect());
+        }
+        Ok(sets)
     }
 
     /// The earliest time any queued event is due.

@@ -4,7 +4,8 @@
 //! ```text
 //! <data-dir>/stratus.db        functions, versions, tags, the async event queue (WAL mode)
 //! <data-dir>/code/blobs/       deployment packages by SHA-256
-//! <data-dir>/code/trees/       the same packages unpacked, used as task roots
+//! <data-dir>/code/trees/       the same packages unpacked, used as task roots and layers
+//! <data-dir>/code/layers/      merged `/opt` trees of functions with several layers
 //! <data-dir>/logs/<function>/  log segments
 //! ```
 //!
@@ -14,6 +15,7 @@
 
 pub mod code;
 pub mod db;
+pub mod layers;
 pub mod logs;
 pub mod queue;
 
@@ -111,7 +113,7 @@ impl Store {
 
     /// Removes packages that no version refers to.
     pub fn collect_garbage(&self) -> Result<usize, StoreError> {
-        let referenced = self.run_now(|db| db.referenced_code())?;
-        Ok(self.code.collect_garbage(&referenced)?)
+        let (referenced, layer_sets) = self.run_now(|db| Ok((db.referenced_code()?, db.referenced_layer_sets()?)))?;
+        Ok(self.code.collect_garbage(&referenced, &layer_sets)?)
     }
 }

@@ -38,6 +38,7 @@ class Server:
         self.extra = list(extra)
         self.proc = None
         self.endpoint = None
+        self.http_endpoint = None
         self.log_path = self.data_dir.parent / (self.data_dir.name + ".server.log")
 
     def start(self, timeout=20):
@@ -47,7 +48,10 @@ class Server:
         # tests skip, saying so).
         isolation = [] if ISOLATED else ["--unisolated"]
         self.proc = subprocess.Popen(
-            [str(BIN), "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0", *isolation, *self.extra],
+            [
+                str(BIN), "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
+                "--http-listen", "127.0.0.1:0", *isolation, *self.extra,
+            ],
             stdout=subprocess.PIPE,
             stderr=log,
             env={**os.environ, "STRATUS_LOG": os.environ.get("STRATUS_LOG", "info")},
@@ -57,6 +61,9 @@ class Server:
             line = self.proc.stdout.readline().decode()
             if line.startswith("Stratus listening on "):
                 self.endpoint = line.split()[-1]
+            elif line.startswith("Stratus HTTP front ") and self.endpoint:
+                # The function URLs and HTTP routes (`http://127.0.0.1:PORT`).
+                self.http_endpoint = line.split()[-1]
                 return self
             if not line and self.proc.poll() is not None:
                 break

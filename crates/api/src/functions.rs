@@ -421,6 +421,7 @@ pub async fn delete_function(
     }
     state.invoker.set_reserved(&r.name, reserved, None);
     state.invoker.forget(&r.name);
+    state.http.invalidate();
     tracing::info!(function = %r.name, "function deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -13,6 +13,7 @@ mod functions;
 mod internal;
 mod invoke;
 mod layers;
+mod urls;
 mod versions;
 mod wire;
 
@@ -38,6 +39,8 @@ pub struct ApiState {
     pub store: Store,
     pub invoker: ::invoke::Invoker,
     pub scope: Scope,
+    /// The HTTP front serving function URLs (told when URL settings change).
+    pub http: triggers::http::Front,
 }
 
 /// The request id of the current request (also the invocation's id for Invoke).
@@ -113,6 +116,11 @@ pub fn router(state: ApiState) -> Router {
                 .delete(v::delete_event_config),
         )
         .route("/2019-09-25/functions/{name}/event-invoke-config/list", get(v::list_event_configs))
+        .route(
+            "/2021-10-31/functions/{name}/url",
+            get(urls::get).post(urls::create).put(urls::update).delete(urls::delete),
+        )
+        .route("/2021-10-31/functions/{name}/urls", get(urls::list))
         .route("/2018-10-31/layers", get(layers::list_or_find))
         .route("/2018-10-31/layers/{layer}/versions", post(layers::publish).get(layers::list_versions))
         .route("/2018-10-31/layers/{layer}/versions/{version}", get(layers::get_version).delete(layers::delete_version))

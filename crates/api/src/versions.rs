@@ -255,6 +255,8 @@ pub async fn delete_alias(State(state): State<ApiState>, Path((raw, alias)): Pat
     let (f, a) = (r.name.clone(), alias.clone());
     state.store.run(move |db| db.delete_alias(&f, &a)).await.map_err(store_error("cannot delete the alias"))?;
     state.invoker.invalidate(&r.name);
+    // The alias's function URL went with it.
+    state.http.invalidate();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -52,6 +52,8 @@ pub struct InvokeRequest {
 pub enum Trigger {
     Api,
     Async,
+    /// A function URL or an HTTP route.
+    Http,
 }
 
 /// What a synchronous invocation produced.

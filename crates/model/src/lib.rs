@@ -13,6 +13,7 @@ pub mod layers;
 pub mod logfmt;
 pub mod names;
 pub mod runtime;
+pub mod urls;
 pub mod versions;
 
 pub use config::{ConfigInput, FunctionConfig, LATEST};

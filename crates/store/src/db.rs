@@ -60,6 +60,19 @@ CREATE TABLE IF NOT EXISTS async_events (
     leased          INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS async_events_due ON async_events(next_attempt_ms);
+CREATE TABLE IF NOT EXISTS function_urls (
+    function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    -- the alias, or '' for the unqualified function
+    qualifier   TEXT NOT NULL,
+    url_id      TEXT NOT NULL UNIQUE,
+    config      TEXT NOT NULL,
+    PRIMARY KEY (function, qualifier)
+);
+CREATE TABLE IF NOT EXISTS http_routes (
+    -- `METHOD /path` or `$default`
+    route_key   TEXT PRIMARY KEY,
+    config      TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS layers (
     name         TEXT PRIMARY KEY,
     -- the number of the last published version (numbers are never reused)
@@ -361,6 +374,7 @@ impl Db {
         let n = tx.execute("DELETE FROM aliases WHERE function = ?1 AND name = ?2", [function, alias])?;
         tx.execute("DELETE FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2", [function, alias])?;
         tx.execute("DELETE FROM provisioned_configs WHERE function = ?1 AND qualifier = ?2", [function, alias])?;
+        tx.execute("DELETE FROM function_urls WHERE function = ?1 AND qualifier = ?2", [function, alias])?;
         tx.commit()?;
         Ok(n > 0)
     }

@@ -18,6 +18,7 @@ pub mod db;
 pub mod layers;
 pub mod logs;
 pub mod queue;
+pub mod urls;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

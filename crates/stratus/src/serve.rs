@@ -18,6 +18,16 @@ pub struct ServeArgs {
     /// Address of the Lambda API (use port 0 for any free port).
     #[arg(long, env = "STRATUS_LISTEN", default_value = "127.0.0.1:9001")]
     listen: SocketAddr,
+    /// Address of the HTTP front: function URLs and HTTP routes (port 0: any free port).
+    #[arg(long, env = "STRATUS_HTTP_LISTEN", default_value = "127.0.0.1:9002")]
+    http_listen: SocketAddr,
+    /// Domain of function URL hosts, `<url-id>.lambda-url.<region>.<domain>`. Browsers and
+    /// curl resolve every `*.localhost` name to this machine.
+    #[arg(long, env = "STRATUS_URL_DOMAIN", default_value = "localhost")]
+    url_domain: String,
+    /// The largest request body a function URL or HTTP route accepts, in bytes.
+    #[arg(long, env = "STRATUS_HTTP_MAX_BODY", default_value_t = triggers::http::DEFAULT_MAX_BODY)]
+    http_max_body: usize,
     /// Region named in ARNs.
     #[arg(long, env = "STRATUS_REGION", default_value = "us-east-1")]
     region: String,
@@ -115,18 +125,44 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let invoker = invoke::Invoker::start(config, store.clone(), catalogue, backend);
-    let app = api::router(api::ApiState { store, invoker: invoker.clone(), scope });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let http_listener = tokio::net::TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (the HTTP front; --http-listen)", args.http_listen))?;
     let addr = listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let front = triggers::http::Front::new(
+        invoker.clone(),
+        store.clone(),
+        triggers::http::HttpConfig {
+            scope: scope.clone(),
+            port: http_addr.port(),
+            domain: args.url_domain.clone(),
+            max_body: args.http_max_body,
+        },
+    );
+    let app = api::router(api::ApiState { store, invoker: invoker.clone(), scope, http: front.clone() });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http_server = tokio::spawn(triggers::http::serve(http_listener, front, async move {
+        let mut stop = stop_rx;
+        let _ = stop.wait_for(|s| *s).await;
+    }));
     tracing::info!(data_dir = %data_dir.display(), "Stratus is ready");
-    // Tests and scripts read the bound address from this line.
+    // Tests and scripts read the bound addresses from these lines.
     println!("Stratus listening on http://{addr}");
+    println!("Stratus HTTP front (function URLs, HTTP routes) on http://{http_addr}");
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await?;
+    let _ = http_server.await;
     tracing::info!("shutting down: stopping execution environments");
     invoker.shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -297,3 +297,80 @@ def test_oversized_bodies_get_413_and_http2_works(fresh_server, tmp_path):
             capture_output=True, text=True, timeout=30,
         )
         assert out.stdout.splitlines() == ["hello", "2"], out
+
+
+ROUTE_BACKEND = r'''
+import json
+def handler(event, context):
+    if event.get("rawPath", event.get("path", "")).endswith("/fail"):
+        raise RuntimeError("route backend failed")
+    if event.get("version") == "1.0":
+        return {"statusCode": 202, "multiValueHeaders": {"x-multi": ["a", "b"]}, "headers": {"x-one": "1"},
+                "body": json.dumps({"event": event, "version": context.function_version})}
+    return {"statusCode": 200, "body": json.dumps({"event": event, "version": context.function_version})}
+'''
+
+
+def route_call(server, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(server.http_endpoint).port, timeout=30)
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    return resp.status, resp, resp.read()
+
+
+def test_http_routes_with_both_payload_formats(lam, server):
+    name = unique("routed")
+    create(lam, name, zip_files({"app.py": ROUTE_BACKEND}))
+    prefix = "/" + unique("api")
+    server.cli("routes", "add", f"GET {prefix}/items/{{id}}", name)
+    server.cli("routes", "add", f"ANY {prefix}/files/{{proxy+}}", name, "--payload-format", "1.0")
+    listed = server.cli("routes").stdout
+    assert f"GET {prefix}/items/{{id}}" in listed and name in listed and "1.0" in listed
+
+    status, resp, body = route_call(server, "GET", f"{prefix}/items/42?x=1&x=2", headers={"Cookie": "k=v"})
+    assert status == 200, body
+    event = json.loads(body)["event"]
+    assert event["version"] == "2.0" and event["routeKey"] == f"GET {prefix}/items/{{id}}"
+    assert event["pathParameters"] == {"id": "42"} and event["rawPath"] == f"{prefix}/items/42"
+    assert event["queryStringParameters"] == {"x": "1,2"} and event["cookies"] == ["k=v"]
+    assert event["requestContext"]["routeKey"] == event["routeKey"]
+    assert event["requestContext"]["accountId"] == "000000000000"
+
+    status, resp, body = route_call(server, "DELETE", f"{prefix}/files/a/b%20c.txt?q=1&q=2", body=b"\x00\x01",
+                                    headers={"Content-Type": "application/octet-stream"})
+    assert status == 202, body
+    assert resp.msg.get_all("x-multi") == ["a", "b"] and resp.getheader("x-one") == "1"
+    event = json.loads(body)["event"]
+    assert event["version"] == "1.0" and event["httpMethod"] == "DELETE"
+    assert event["resource"] == f"{prefix}/files/{{proxy+}}" and event["pathParameters"] == {"proxy": "a/b c.txt"}
+    assert event["multiValueQueryStringParameters"] == {"q": ["1", "2"]} and event["queryStringParameters"] == {"q": "2"}
+    assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == b"\x00\x01"
+    assert event["stageVariables"] is None
+
+    status, _, body = route_call(server, "POST", f"{prefix}/items/42")
+    assert (status, json.loads(body)) == (404, {"message": "Not Found"}), "no route for POST"
+    status, _, body = route_call(server, "GET", f"{prefix}/files/fail")
+    assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
+
+    server.cli("routes", "delete", f"GET {prefix}/items/{{id}}")
+    status, _, _ = route_call(server, "GET", f"{prefix}/items/42")
+    assert status == 404, "a deleted route no longer answers"
+    out = server.cli("routes", "add", "FETCH /x", name, check=False)
+    assert out.returncode != 0 and "Invalid route key" in out.stderr
+    out = server.cli("routes", "add", "GET /x", name + "-missing", check=False)
+    assert out.returncode != 0 and "ResourceNotFoundException" in out.stderr
+
+
+def test_default_route_and_qualified_routes(fresh_server):
+    s = fresh_server()
+    lam = s.client()
+    name = unique("defroute")
+    create(lam, name, zip_files({"app.py": ROUTE_BACKEND}))
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    status, _, _ = route_call(s, "GET", "/anything")
+    assert status == 404, "no routes yet"
+    s.cli("routes", "add", "$default", name, "--qualifier", "live")
+    status, _, body = route_call(s, "PUT", "/anything/at/all")
+    out = json.loads(body)
+    assert status == 200 and out["version"] == "1" and out["event"]["routeKey"] == "$default"

@@ -13,6 +13,7 @@ mod functions;
 mod internal;
 mod invoke;
 mod layers;
+mod routes;
 mod urls;
 mod versions;
 mod wire;
@@ -121,6 +122,7 @@ pub fn router(state: ApiState) -> Router {
             get(urls::get).post(urls::create).put(urls::update).delete(urls::delete),
         )
         .route("/2021-10-31/functions/{name}/urls", get(urls::list))
+        .route("/_stratus/routes", get(routes::list).put(routes::put).delete(routes::delete))
         .route("/2018-10-31/layers", get(layers::list_or_find))
         .route("/2018-10-31/layers/{layer}/versions", post(layers::publish).get(layers::list_versions))
         .route("/2018-10-31/layers/{layer}/versions/{version}", get(layers::get_version).delete(layers::delete_version))

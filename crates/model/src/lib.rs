@@ -12,6 +12,7 @@ pub mod invoke;
 pub mod layers;
 pub mod logfmt;
 pub mod names;
+pub mod routes;
 pub mod runtime;
 pub mod urls;
 pub mod versions;

@@ -18,6 +18,7 @@ pub mod db;
 pub mod layers;
 pub mod logs;
 pub mod queue;
+pub mod routes;
 pub mod urls;
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! The client subcommands: `invoke`, `functions`, `logs`. They talk to a running server over
+//! The client subcommands: `invoke`, `functions`, `logs`, `routes`. They talk to a running server over
 //! its HTTP API, exactly as any other client would.
 
 use std::io::Write;
@@ -241,4 +241,86 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+#[derive(Debug, Args)]
+pub struct RoutesArgs {
+    #[command(subcommand)]
+    action: Option<RoutesAction>,
+    #[command(flatten)]
+    endpoint: Endpoint,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RoutesAction {
+    /// List the routes (the default).
+    List,
+    /// Route requests to a function: `stratus routes add 'GET /items/{id}' my-fn`.
+    Add {
+        /// `METHOD /path` (`ANY` for every method; `{name}` and a final `{name+}` capture
+        /// path segments) or `$default` for requests no other route matches.
+        route_key: String,
+        /// Function name or ARN.
+        function: String,
+        /// Version or alias to invoke.
+        #[arg(long)]
+        qualifier: Option<String>,
+        /// The event's payload format: 2.0 (API Gateway HTTP APIs' default) or 1.0.
+        #[arg(long, default_value = "2.0")]
+        payload_format: String,
+    },
+    /// Remove a route.
+    Delete { route_key: String },
+}
+
+pub async fn routes(args: RoutesArgs) -> anyhow::Result<()> {
+    let http = client()?;
+    let reach = || format!("cannot reach Stratus at {}", args.endpoint.endpoint);
+    match args.action.unwrap_or(RoutesAction::List) {
+        RoutesAction::List => {
+            let resp = http.get(args.endpoint.url("/_stratus/routes")).send().await.with_context(reach)?;
+            let body: Value = check(resp).await?.json().await?;
+            let routes = body["Routes"].as_array().cloned().unwrap_or_default();
+            if routes.is_empty() {
+                println!("no routes");
+                return Ok(());
+            }
+            println!("{:<36} {:<40} {:>7}  URL", "ROUTE", "FUNCTION", "PAYLOAD");
+            for r in routes {
+                let function = match r["Qualifier"].as_str() {
+                    Some(q) => format!("{}:{q}", r["FunctionName"].as_str().unwrap_or("")),
+                    None => r["FunctionName"].as_str().unwrap_or("").to_string(),
+                };
+                println!(
+                    "{:<36} {:<40} {:>7}  {}",
+                    r["RouteKey"].as_str().unwrap_or(""),
+                    function,
+                    r["PayloadFormatVersion"].as_str().unwrap_or(""),
+                    r["Url"].as_str().unwrap_or("")
+                );
+            }
+        }
+        RoutesAction::Add { route_key, function, qualifier, payload_format } => {
+            let body = serde_json::json!({
+                "RouteKey": route_key,
+                "FunctionName": function,
+                "Qualifier": qualifier,
+                "PayloadFormatVersion": payload_format,
+            });
+            let resp = http.put(args.endpoint.url("/_stratus/routes")).json(&body).send().await.with_context(reach)?;
+            let r: Value = check(resp).await?.json().await?;
+            println!(
+                "{} → {}  ({})",
+                r["RouteKey"].as_str().unwrap_or(""),
+                r["FunctionArn"].as_str().unwrap_or(""),
+                r["Url"].as_str().unwrap_or("")
+            );
+        }
+        RoutesAction::Delete { route_key } => {
+            let url = args.endpoint.url(&format!("/_stratus/routes?RouteKey={}", path_segment(&route_key)));
+            check(http.delete(url).send().await.with_context(reach)?).await?;
+            println!("deleted {route_key}");
+        }
+    }
+    Ok(())
 }

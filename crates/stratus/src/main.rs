@@ -28,6 +28,8 @@ enum Command {
     Functions(cli::FunctionsArgs),
     /// Print a function's log, optionally following new lines.
     Logs(cli::LogsArgs),
+    /// List, add and remove HTTP routes (API Gateway HTTP API style) to functions.
+    Routes(cli::RoutesArgs),
 }
 
 /// Threads for the server's async work. Functions run on the same cores, so by default the
@@ -61,6 +63,7 @@ fn main() -> std::process::ExitCode {
             Command::Invoke(args) => cli::invoke(args).await,
             Command::Functions(args) => cli::functions(args).await.map(|_| 0),
             Command::Logs(args) => cli::logs(args).await.map(|_| 0),
+            Command::Routes(args) => cli::routes(args).await.map(|_| 0),
         }
     });
     match result {

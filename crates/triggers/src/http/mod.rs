@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use model::invoke::{InvokeRequest, Trigger};
+use model::routes::{RouteConfig, RouteKey};
 use model::urls::{AUTH_NONE, Cors, UrlConfig};
 use model::{ErrorCode, LambdaError, Scope};
 
@@ -48,7 +49,11 @@ struct Inner {
     config: HttpConfig,
     /// URL id → its configuration (or `None`: no such URL), filled on demand.
     urls: RwLock<HashMap<String, Option<Arc<UrlConfig>>>>,
+    /// The route table, loaded on first use after a change.
+    routes: RwLock<Option<Arc<RouteTable>>>,
 }
+
+type RouteTable = Vec<(RouteKey, RouteConfig)>;
 
 /// Beyond this many cached lookups (most of them misses), the cache starts over.
 const MAX_CACHED_URLS: usize = 10_000;
@@ -59,7 +64,15 @@ fn lock_poisoned<T>(r: Result<T, std::sync::PoisonError<T>>) -> T {
 
 impl Front {
     pub fn new(invoker: invoke::Invoker, store: store::Store, config: HttpConfig) -> Self {
-        Self { inner: Arc::new(Inner { invoker, store, config, urls: RwLock::new(HashMap::new()) }) }
+        Self {
+            inner: Arc::new(Inner {
+                invoker,
+                store,
+                config,
+                urls: RwLock::new(HashMap::new()),
+                routes: RwLock::new(None),
+            }),
+        }
     }
 
     /// The address of a function URL, as CreateFunctionUrlConfig reports it.
@@ -68,9 +81,41 @@ impl Front {
         format!("http://{url_id}.lambda-url.{}.{}:{}/", c.scope.region, c.domain, c.port)
     }
 
-    /// Forget cached URL configurations (after any change to one).
+    /// Where a route can be called (its path template, on the front's address).
+    pub fn route_url(&self, route_key: &str) -> String {
+        let path = route_key.split_once(' ').map_or("/", |(_, p)| p);
+        format!("http://127.0.0.1:{}{path}", self.inner.config.port)
+    }
+
+    /// Forget cached URL configurations and routes (after any change to one).
     pub fn invalidate(&self) {
         lock_poisoned(self.inner.urls.write()).clear();
+        *lock_poisoned(self.inner.routes.write()) = None;
+    }
+
+    async fn routes(&self) -> Result<Arc<RouteTable>, LambdaError> {
+        if let Some(t) = lock_poisoned(self.inner.routes.read()).clone() {
+            return Ok(t);
+        }
+        let configs = self
+            .inner
+            .store
+            .run(|db| db.list_routes())
+            .await
+            .map_err(|e| LambdaError::service(format!("cannot read the routes: {e}")))?;
+        let table: RouteTable = configs
+            .into_iter()
+            .filter_map(|c| match RouteKey::parse(&c.route_key) {
+                Ok(k) => Some((k, c)),
+                Err(e) => {
+                    tracing::warn!(route = %c.route_key, error = %e, "ignoring a stored route that does not parse");
+                    None
+                }
+            })
+            .collect();
+        let table = Arc::new(table);
+        *lock_poisoned(self.inner.routes.write()) = Some(table.clone());
+        Ok(table)
     }
 
     pub fn router(&self) -> Router {
@@ -223,7 +268,7 @@ async fn handle(State(front): State<Front>, ConnectInfo(peer): ConnectInfo<Socke
     let request_id = model::invoke::new_request_id();
     let mut resp = match front.url_id_of(&host).map(str::to_string) {
         Some(url_id) => serve_url(&front, &url_id, &host, peer, &request_id, req).await,
-        None => failure(Flavor::Route, Failure::NotFound),
+        None => serve_route(&front, &host, peer, &request_id, req).await,
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amzn-requestid", v);
@@ -298,6 +343,57 @@ async fn serve_url(
     resp
 }
 
+async fn serve_route(front: &Front, host: &str, peer: SocketAddr, request_id: &str, req: Request) -> Response {
+    let table = match front.routes().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "route lookup failed");
+            return failure(Flavor::Route, Failure::Internal);
+        }
+    };
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_string();
+    let Some((key, route, params)) = model::routes::pick(&table, method.as_str(), &raw_path) else {
+        return failure(Flavor::Route, Failure::NotFound);
+    };
+    let (key, route) = (key.clone(), route.clone());
+    let protocol = protocol_of(&req);
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body, front.inner.config.max_body).await {
+        Ok(b) => b,
+        Err(f) => return failure(Flavor::Route, f),
+    };
+    let target = event::Target {
+        account_id: &front.inner.config.scope.account,
+        api_id: ROUTES_API_ID,
+        domain_name: host.split(':').next().unwrap_or(host),
+        route_key: &route.route_key,
+        resource: &key.resource,
+        path_parameters: &params,
+    };
+    let info = event::RequestInfo {
+        method: &method,
+        raw_path: &raw_path,
+        raw_query: &raw_query,
+        protocol,
+        source_ip: peer.ip().to_string(),
+        request_id,
+        now_ms: model::logfmt::now_ms(),
+    };
+    let v1 = route.payload_format == "1.0";
+    let payload = if v1 {
+        event::v1(&info, &target, &parts.headers, &body)
+    } else {
+        event::v2(&info, &target, &parts.headers, &body)
+    };
+    let parse = if v1 { response::v1 } else { response::v2 };
+    invoke(front, Flavor::Route, &route.function, route.qualifier.clone(), payload, request_id, parse).await
+}
+
+/// The `apiId` HTTP route events carry (Stratus serves one HTTP API).
+pub const ROUTES_API_ID: &str = "stratus";
+
 /// True when the request carries a SigV4 `Authorization` header.
 fn signed(headers: &HeaderMap) -> bool {
     headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 "))
@@ -333,7 +429,7 @@ async fn invoke(
     };
     let result = match front.inner.invoker.invoke(req).await {
         Ok(r) => r,
-        Err(e) => return failure(flavor, invoke_failure(&e)),
+        Err(e) => return failure(flavor, invoke_failure(flavor, &e)),
     };
     if result.function_error.is_some() {
         let error_type = serde_json::from_slice::<serde_json::Value>(&result.payload)
@@ -359,11 +455,13 @@ async fn invoke(
     }
 }
 
-fn invoke_failure(e: &LambdaError) -> Failure {
+fn invoke_failure(flavor: Flavor, e: &LambdaError) -> Failure {
     match e.code {
         ErrorCode::TooManyRequests => Failure::Throttled,
         ErrorCode::RequestEntityTooLarge => Failure::TooLarge,
-        ErrorCode::ResourceNotFound => Failure::NotFound,
+        // A URL whose function is gone does not exist; a route to a missing function is a
+        // broken integration.
+        ErrorCode::ResourceNotFound if flavor == Flavor::Url => Failure::NotFound,
         _ => {
             tracing::warn!(error = %e, "invocation behind HTTP failed");
             Failure::Internal

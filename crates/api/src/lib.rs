@@ -9,6 +9,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
+mod eventstream;
 mod functions;
 mod internal;
 mod invoke;
@@ -92,6 +93,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/2015-03-31/functions/{name}/configuration", get(f::get_configuration).put(f::update_configuration))
         .route("/2015-03-31/functions/{name}/code", axum::routing::put(f::update_code))
         .route("/2015-03-31/functions/{name}/invocations", post(invoke_handlers::invoke))
+        .route(
+            "/2021-11-15/functions/{name}/response-streaming-invocations",
+            post(invoke_handlers::invoke_with_response_stream),
+        )
         .route("/2014-11-13/functions/{name}/invoke-async", post(invoke_handlers::invoke_async))
         .route("/2014-11-13/functions/{name}/invoke-async/", post(invoke_handlers::invoke_async))
         .route("/2015-03-31/functions/{name}/versions", post(v::publish_version).get(v::list_versions))

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use model::logfmt::{self, Report, ReportStatus};
 use model::{FunctionConfig, Scope};
-use runtime_api::{Endpoint, Invocation, Outcome, Signal};
+use runtime_api::{Endpoint, Invocation, Outcome, Signal, StreamEnd, StreamEvent};
+use tokio::sync::mpsc;
+
+use crate::StreamMsg;
 use runtimes::Launch;
 use sandbox::{Backend, Exit, Mounts, Sandboxed, Spec};
 use store::LogSink;
@@ -51,6 +54,18 @@ pub struct Blueprint {
 /// The Runtime API port inside an isolated network (Lambda's own).
 const ISOLATED_RUNTIME_API_PORT: u16 = 9001;
 
+/// How one invocation ended: the answer (or failure), whether the environment may serve
+/// again, and the REPORT status.
+type Answered = (Result<(Bytes, Option<String>), FunctionFailure>, bool, ReportStatus);
+
+fn timed_out(request_id: &str, timeout: Duration) -> Answered {
+    let f = FunctionFailure::platform(
+        "Sandbox.Timedout",
+        format!("RequestId: {request_id} Error: Task timed out after {:.2} seconds", timeout.as_secs_f64()),
+    );
+    (Err(f), false, ReportStatus::Timeout)
+}
+
 /// An error the caller sees as the function's (HTTP 200, `X-Amz-Function-Error: Unhandled`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionFailure {
@@ -75,6 +90,8 @@ pub struct Completed {
     pub reusable: bool,
     pub log_tail: Option<String>,
     pub report: Report,
+    /// The runtime streamed its response (to the sink, if there was one).
+    pub streamed: bool,
 }
 
 /// How old a peak-memory reading may be before an invocation reads it again.
@@ -394,6 +411,8 @@ impl Environment {
     }
 
     /// Runs one invocation.
+    /// With `sink`, a streamed response goes there as it arrives (`Start`, then chunks; the
+    /// caller sends `End`); without, it is collected like a buffered one (up to 6 MB).
     pub async fn invoke(
         &mut self,
         request_id: &str,
@@ -401,10 +420,12 @@ impl Environment {
         payload: Bytes,
         client_context: Option<String>,
         want_tail: bool,
+        sink: Option<&mpsc::Sender<StreamMsg>>,
     ) -> Completed {
         let bp = self.blueprint.clone();
         let timeout = Duration::from_secs(u64::from(bp.config.timeout_s));
         let began = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
         let deadline_ms = logfmt::now_ms() + timeout.as_millis() as i64;
         self.capture.start_invocation(logfmt::start_line(request_id, &bp.config.version)).await;
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -419,6 +440,7 @@ impl Environment {
             reply: tx,
         };
         let mut exited = self.exited.clone();
+        let mut streamed = false;
         let submitted = self.endpoint.submit(inv).await.is_ok();
         let (result, reusable, status) = if !submitted {
             let f = FunctionFailure::platform("Runtime.ExitError", exit_message(request_id, None));
@@ -428,6 +450,10 @@ impl Environment {
             tokio::select! {
                 out = rx => match out {
                     Ok(Outcome::Response { body, content_type }) => (Ok((body, content_type)), true, ReportStatus::Success),
+                    Ok(Outcome::Stream { content_type, chunks }) => {
+                        streamed = true;
+                        self.stream(request_id, content_type, chunks, sink, deadline, timeout).await
+                    }
                     Ok(Outcome::Error { error_type, body }) => {
                         let error_type = error_type.unwrap_or_else(|| "Unhandled".into());
                         (Err(FunctionFailure { error_type, body }), true, ReportStatus::Success)
@@ -451,13 +477,7 @@ impl Environment {
                     let status = ReportStatus::Error(f.error_type.clone());
                     (Err(f), false, status)
                 }
-                _ = tokio::time::sleep(timeout) => {
-                    let f = FunctionFailure::platform(
-                        "Sandbox.Timedout",
-                        format!("RequestId: {request_id} Error: Task timed out after {:.2} seconds", timeout.as_secs_f64()),
-                    );
-                    (Err(f), false, ReportStatus::Timeout)
-                }
+                _ = tokio::time::sleep_until(deadline) => timed_out(request_id, timeout),
             }
         };
         let duration = began.elapsed();
@@ -475,7 +495,91 @@ impl Environment {
         };
         let log_tail = self.capture.end(vec![logfmt::end_line(request_id), report.line()], want_tail).await;
         self.last_used = Instant::now();
-        Completed { result, reusable, log_tail, report }
+        Completed { result, reusable, log_tail, report, streamed }
+    }
+
+    /// Follows a streamed response to its end (or the deadline, or the runtime's death).
+    async fn stream(
+        &mut self,
+        request_id: &str,
+        content_type: Option<String>,
+        mut chunks: mpsc::Receiver<StreamEvent>,
+        sink: Option<&mpsc::Sender<StreamMsg>>,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Answered {
+        let mut exited = self.exited.clone();
+        let mut sink = sink;
+        if let Some(s) = sink {
+            let start = StreamMsg::Start {
+                content_type: content_type.clone(),
+                executed_version: self.blueprint.config.version.clone(),
+                streamed: true,
+            };
+            if s.send(start).await.is_err() {
+                sink = None;
+            }
+        }
+        let collect = sink.is_none();
+        let mut collected = bytes::BytesMut::new();
+        loop {
+            let event = tokio::select! {
+                ev = chunks.recv() => ev,
+                _ = async { let _ = exited.wait_for(|e| *e).await; } => {
+                    let f = self.exit_failure(request_id).await;
+                    let status = ReportStatus::Error(f.error_type.clone());
+                    return (Err(f), false, status);
+                }
+                _ = tokio::time::sleep_until(deadline) => return timed_out(request_id, timeout),
+            };
+            match event {
+                Some(StreamEvent::Chunk(data)) => {
+                    if let Some(s) = sink {
+                        // The reader's pace sets the stream's, within the function's deadline.
+                        match tokio::time::timeout_at(deadline, s.send(StreamMsg::Chunk(data))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => sink = None,
+                            Err(_) => return timed_out(request_id, timeout),
+                        }
+                    } else if collect {
+                        if collected.len() + data.len() > model::invoke::MAX_RESPONSE_PAYLOAD {
+                            let f = FunctionFailure::platform(
+                                "Function.ResponseSizeTooLarge",
+                                format!(
+                                    "Response payload size exceeded maximum allowed payload size ({} bytes).",
+                                    model::invoke::MAX_RESPONSE_PAYLOAD
+                                ),
+                            );
+                            let status = ReportStatus::Error(f.error_type.clone());
+                            return (Err(f), false, status);
+                        }
+                        collected.extend_from_slice(&data);
+                    }
+                }
+                Some(StreamEvent::End(StreamEnd::Complete)) => {
+                    return (Ok((collected.freeze(), content_type)), true, ReportStatus::Success);
+                }
+                Some(StreamEvent::End(StreamEnd::Error { error_type, body })) => {
+                    return (Err(FunctionFailure { error_type, body }), true, ReportStatus::Success);
+                }
+                Some(StreamEvent::End(StreamEnd::Oversized)) => {
+                    let f = FunctionFailure::platform(
+                        "Function.ResponseSizeTooLarge",
+                        format!(
+                            "Response payload size exceeded maximum allowed payload size ({} bytes).",
+                            runtime_api::MAX_STREAMED_BYTES
+                        ),
+                    );
+                    let status = ReportStatus::Error(f.error_type.clone());
+                    return (Err(f), true, status);
+                }
+                None => {
+                    let f = FunctionFailure::platform("Runtime.ExitError", exit_message(request_id, None));
+                    let status = ReportStatus::Error(f.error_type.clone());
+                    return (Err(f), false, status);
+                }
+            }
+        }
     }
 
     /// The environment's peak memory. Reading it costs a system call and the kernel's rendering

@@ -33,6 +33,7 @@ use model::{FunctionConfig, LambdaError, Scope, ThrottleReason};
 use runtimes::{Catalogue, Paths};
 use sandbox::Backend;
 use store::{LogSink, Store};
+use tokio::sync::{mpsc, oneshot};
 
 pub use env::FunctionFailure;
 use env::{Blueprint, Environment};
@@ -139,6 +140,34 @@ impl FunctionState {
 #[derive(Clone)]
 pub struct Invoker {
     inner: Arc<Inner>,
+}
+
+/// One message of a streamed invocation, in order: `Start`, any number of `Chunk`s, `End`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamMsg {
+    Start {
+        content_type: Option<String>,
+        executed_version: String,
+        /// False when the runtime answered in one piece (it arrives as a single chunk).
+        streamed: bool,
+    },
+    Chunk(Bytes),
+    /// `error` is the error type and body when the function failed (before or during the
+    /// stream); `log_tail` the last 4 KB of the log when asked for.
+    End {
+        error: Option<(String, Bytes)>,
+        log_tail: Option<String>,
+    },
+}
+
+/// An invocation whose answer is being read as it is produced.
+#[derive(Debug)]
+pub struct Streamed {
+    pub content_type: Option<String>,
+    pub executed_version: String,
+    pub streamed: bool,
+    /// The chunks, then `End`.
+    pub messages: mpsc::Receiver<StreamMsg>,
 }
 
 impl Invoker {
@@ -479,8 +508,65 @@ impl Invoker {
     }
 
     /// Runs one synchronous invocation. Function errors are results, not `Err`; `Err` is for
-    /// the caller's mistakes and throttling.
+    /// the caller's mistakes and throttling. A streamed response is collected (up to 6 MB).
     pub async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResult, LambdaError> {
+        self.invoke_with(req, None).await.map(|(result, _)| result)
+    }
+
+    /// Runs one invocation whose answer is read as it is produced: `Start` arrives as soon as
+    /// the runtime begins a streamed response (or, for a buffered one, once it is complete),
+    /// then the chunks, then `End`. `Err` is for the caller's mistakes and throttling, as for
+    /// [`Invoker::invoke`].
+    pub async fn invoke_stream(&self, req: InvokeRequest) -> Result<Streamed, LambdaError> {
+        let (tx, mut rx) = mpsc::channel(8);
+        let (fail_tx, fail_rx) = oneshot::channel::<LambdaError>();
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.invoke_with(req, Some(tx.clone())).await {
+                Err(e) => {
+                    let _ = fail_tx.send(e);
+                }
+                Ok((res, streamed)) => {
+                    if !streamed {
+                        let start = StreamMsg::Start {
+                            content_type: res.content_type.clone(),
+                            executed_version: res.executed_version.clone(),
+                            streamed: false,
+                        };
+                        let _ = tx.send(start).await;
+                        if res.function_error.is_none() {
+                            let _ = tx.send(StreamMsg::Chunk(res.payload.clone())).await;
+                        }
+                    }
+                    let error = res.function_error.map(|_| {
+                        let error_type = serde_json::from_slice::<serde_json::Value>(&res.payload)
+                            .ok()
+                            .and_then(|v| v.get("errorType").and_then(|t| t.as_str()).map(str::to_string))
+                            .unwrap_or_else(|| "Unhandled".into());
+                        (error_type, res.payload)
+                    });
+                    let _ = tx.send(StreamMsg::End { error, log_tail: res.log_tail }).await;
+                }
+            }
+        });
+        match rx.recv().await {
+            Some(StreamMsg::Start { content_type, executed_version, streamed }) => {
+                Ok(Streamed { content_type, executed_version, streamed, messages: rx })
+            }
+            Some(_) => Err(LambdaError::service("the invocation's stream began without its start")),
+            None => {
+                Err(fail_rx.await.unwrap_or_else(|_| LambdaError::service("the invocation ended without an answer")))
+            }
+        }
+    }
+
+    /// The invocation path; with `sink`, a streamed response is forwarded there as it comes
+    /// (and the boolean says it was).
+    async fn invoke_with(
+        &self,
+        req: InvokeRequest,
+        sink: Option<mpsc::Sender<StreamMsg>>,
+    ) -> Result<(InvokeResult, bool), LambdaError> {
         let st = self.state(&req.function);
         let version = self.resolve(&req.function, &st, req.qualifier.as_deref()).await?;
         let pool = self.pool_for(&req.function, &st, &version).await?;
@@ -513,18 +599,20 @@ impl Invoker {
                     Err(start) => {
                         pool.forget();
                         tracing::info!(function = %bp.config.name, request_id = %req.request_id, error = %start.failure.error_type, "environment failed to start");
-                        return Ok(InvokeResult {
+                        let result = InvokeResult {
                             payload: start.failure.body,
                             function_error: Some("Unhandled"),
                             executed_version: bp.config.version.clone(),
                             log_tail: start.log_tail,
                             content_type: Some("application/json".into()),
-                        });
+                        };
+                        return Ok((result, false));
                     }
                 }
             }
         };
-        let done = env.invoke(&req.request_id, &invoked_arn, req.payload, req.client_context, req.tail).await;
+        let done =
+            env.invoke(&req.request_id, &invoked_arn, req.payload, req.client_context, req.tail, sink.as_ref()).await;
         tracing::debug!(function = %bp.config.name, "{}", done.report.line());
         if !done.reusable {
             tracing::info!(function = %bp.config.name, request_id = %req.request_id, env = env.id, "environment stopped after a failed invocation");
@@ -537,13 +625,14 @@ impl Invoker {
             Ok((body, ct)) => (body, None, ct),
             Err(f) => (f.body, Some("Unhandled"), Some("application/json".into())),
         };
-        Ok(InvokeResult {
+        let result = InvokeResult {
             payload,
             function_error,
             executed_version: bp.config.version.clone(),
             log_tail: done.log_tail,
             content_type,
-        })
+        };
+        Ok((result, done.streamed))
     }
 
     /// Accepts an asynchronous (Event) invocation: it is committed to the queue before this

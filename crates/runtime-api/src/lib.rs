@@ -42,11 +42,18 @@ pub struct Invocation {
 }
 
 /// How the runtime answered one invocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Outcome {
     Response {
         body: Bytes,
         content_type: Option<String>,
+    },
+    /// The runtime is streaming its response (`Lambda-Runtime-Function-Response-Mode:
+    /// streaming`, reference/lambda-compat.md §1.4): the body arrives on `chunks` as it is
+    /// written, ending with [`StreamEvent::End`].
+    Stream {
+        content_type: Option<String>,
+        chunks: mpsc::Receiver<StreamEvent>,
     },
     /// `/error`: the runtime's error type header (if any) and its body, passed on verbatim.
     Error {
@@ -56,6 +63,43 @@ pub enum Outcome {
     /// The response exceeded [`MAX_RESPONSE_PAYLOAD`].
     TooLarge,
 }
+
+impl PartialEq for Outcome {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Response { body: a, content_type: x }, Self::Response { body: b, content_type: y }) => {
+                a == b && x == y
+            }
+            (Self::Error { error_type: x, body: a }, Self::Error { error_type: y, body: b }) => x == y && a == b,
+            (Self::TooLarge, Self::TooLarge) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A piece of a streamed response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    Chunk(Bytes),
+    End(StreamEnd),
+}
+
+/// How a streamed response ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEnd {
+    Complete,
+    /// The runtime reported an error mid-stream (trailers `Lambda-Runtime-Function-Error-Type`
+    /// and `-Body`, the body base64), or the connection broke.
+    Error {
+        error_type: String,
+        body: Bytes,
+    },
+    /// The stream went past [`MAX_STREAMED_BYTES`]; what came before was delivered.
+    Oversized,
+}
+
+/// The most bytes a streamed response may carry (Lambda's 200 MB).
+pub const MAX_STREAMED_BYTES: u64 = 200 * 1024 * 1024;
 
 /// Lifecycle signals from the runtime, other than answers to invocations.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,10 +337,11 @@ async fn response(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Some(mode) = headers.get("lambda-runtime-function-response-mode")
-        && mode.as_bytes() != b"streaming"
-    {
-        return api_error(StatusCode::BAD_REQUEST, "InvalidFunctionResponseMode", "Invalid function response mode");
+    if let Some(mode) = headers.get("lambda-runtime-function-response-mode") {
+        if mode.as_bytes() != b"streaming" {
+            return api_error(StatusCode::BAD_REQUEST, "InvalidFunctionResponseMode", "Invalid function response mode");
+        }
+        return stream_response(&shared, &id, &headers, body).await;
     }
     let body = match read_bounded(body).await {
         Ok(b) => b,
@@ -317,6 +362,95 @@ async fn response(
             too_large()
         }
     }
+}
+
+/// The prefix of the error the Rust runtime writes into the body instead of as a trailer.
+const IN_BODY_ERROR: &[u8] = b"Lambda-Runtime-Function-Error-Type:";
+
+/// A mid-stream error reported by trailers (or by the Rust runtime's in-body imitation of them).
+fn stream_error(fields: &HeaderMap) -> Option<StreamEnd> {
+    let error_type = fields.get("lambda-runtime-function-error-type")?.to_str().ok()?.trim().to_string();
+    use base64::Engine;
+    let body = fields
+        .get("lambda-runtime-function-error-body")
+        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.as_bytes()).ok())
+        .map(Bytes::from)
+        .unwrap_or_default();
+    Some(StreamEnd::Error { error_type, body })
+}
+
+fn in_body_error(chunk: &[u8]) -> Option<StreamEnd> {
+    if !chunk.starts_with(IN_BODY_ERROR) {
+        return None;
+    }
+    let text = std::str::from_utf8(chunk).ok()?;
+    let mut fields = HeaderMap::new();
+    for line in text.split("\r\n") {
+        if let Some((k, v)) = line.split_once(':')
+            && let (Ok(name), Ok(value)) =
+                (axum::http::HeaderName::from_bytes(k.trim().as_bytes()), HeaderValue::from_str(v.trim()))
+        {
+            fields.insert(name, value);
+        }
+    }
+    stream_error(&fields)
+}
+
+/// A streamed `/response`: the invocation is answered at once with a channel, and the body is
+/// forwarded frame by frame as the runtime writes it (the channel is bounded, so a slow reader
+/// slows the runtime down rather than filling memory).
+async fn stream_response(shared: &Shared, id: &str, headers: &HeaderMap, mut body: Body) -> Response {
+    let cur = match take_current(shared, id) {
+        Ok(c) => c,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let (tx, rx) = mpsc::channel(8);
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+    if cur.reply.send(Outcome::Stream { content_type, chunks: rx }).is_err() {
+        return INTERNAL.into_response();
+    }
+    let mut sent: u64 = 0;
+    let end = loop {
+        match body.frame().await {
+            None => break StreamEnd::Complete,
+            Some(Err(_)) => {
+                break StreamEnd::Error {
+                    error_type: "Runtime.StreamError".into(),
+                    body: Bytes::from_static(b"the runtime's response stream broke off"),
+                };
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    if let Some(err) = in_body_error(&data) {
+                        break err;
+                    }
+                    sent += data.len() as u64;
+                    if sent > MAX_STREAMED_BYTES {
+                        break StreamEnd::Oversized;
+                    }
+                    // A caller that went away stops receiving; the runtime may finish writing.
+                    let _ = tx.send(StreamEvent::Chunk(data)).await;
+                }
+                Err(frame) => {
+                    if let Some(trailers) = frame.trailers_ref()
+                        && let Some(err) = stream_error(trailers)
+                    {
+                        break err;
+                    }
+                }
+            },
+        }
+    };
+    let oversized = end == StreamEnd::Oversized;
+    let _ = tx.send(StreamEvent::End(end)).await;
+    if oversized {
+        return api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            &format!("Exceeded maximum allowed streamed payload size ({MAX_STREAMED_BYTES} bytes)."),
+        );
+    }
+    accepted()
 }
 
 fn error_type(headers: &HeaderMap) -> Option<String> {
@@ -410,6 +544,43 @@ mod tests {
         });
         assert_eq!(ep.signal().await, Some(Signal::Ready));
         assert_eq!(rx.await.unwrap(), Outcome::Response { body: Bytes::from_static(b"\"done\""), content_type: None });
+        runtime.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streamed_responses_arrive_in_pieces_and_in_body_errors_end_them() {
+        let ep = Endpoint::bind([127, 0, 0, 1].into(), None).await.unwrap();
+        let addr = ep.addr();
+        let (inv, rx) = invocation("s-1");
+        ep.submit(inv).await.unwrap();
+        let runtime = tokio::task::spawn_blocking(move || {
+            let (status, _, _) = http(addr, "GET", "/2018-06-01/runtime/invocation/next", "", b"");
+            assert_eq!(status, 200);
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(
+                b"POST /2018-06-01/runtime/invocation/s-1/response HTTP/1.1\r\nHost: x\r\n\
+                  Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\n\
+                  Content-Type: text/plain\r\n\r\n5\r\nhello\r\n",
+            )
+            .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // The Rust runtime's way of reporting an error: trailer text inside the body.
+            let err = "Lambda-Runtime-Function-Error-Type: Runtime.StreamError\r\nLambda-Runtime-Function-Error-Body: eA==\r\n";
+            s.write_all(format!("{:x}\r\n{err}\r\n0\r\n\r\n", err.len()).as_bytes()).unwrap();
+            let mut out = [0u8; 512];
+            let n = s.read(&mut out).unwrap();
+            assert!(String::from_utf8_lossy(&out[..n]).starts_with("HTTP/1.1 202"));
+        });
+        let Outcome::Stream { content_type, mut chunks } = rx.await.unwrap() else { panic!("not a stream") };
+        assert_eq!(content_type.as_deref(), Some("text/plain"));
+        assert_eq!(chunks.recv().await, Some(StreamEvent::Chunk(Bytes::from_static(b"hello"))));
+        assert_eq!(
+            chunks.recv().await,
+            Some(StreamEvent::End(StreamEnd::Error {
+                error_type: "Runtime.StreamError".into(),
+                body: Bytes::from_static(b"x")
+            }))
+        );
         runtime.await.unwrap();
     }
 

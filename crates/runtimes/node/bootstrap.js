@@ -228,6 +228,101 @@ async function loadHandler(root, fullHandler) {
   return fn;
 }
 
+// --- response streaming -----------------------------------------------------------------------
+//
+// `awslambda.streamifyResponse(handler)` marks a handler that writes its response to a stream:
+// it is called as `handler(event, responseStream, context)`, and what it writes goes to the
+// Runtime API as it is written (`Lambda-Runtime-Function-Response-Mode: streaming`, chunked,
+// errors after the first byte as trailers). `awslambda.HttpResponseStream.from(stream,
+// {statusCode, headers, cookies})` prefixes the HTTP metadata for function URLs.
+
+const STREAMING = Symbol.for("aws.lambda.runtime.handler.streaming");
+const HTTP_INTEGRATION = "application/vnd.awslambda.http-integration-response";
+
+class HttpResponseStream {
+  static from(underlying, prelude) {
+    underlying.setContentType(HTTP_INTEGRATION);
+    underlying.write(JSON.stringify(prelude || {}));
+    underlying.write(Buffer.alloc(8));
+    return underlying;
+  }
+}
+
+globalThis.awslambda = {
+  streamifyResponse(handler, options) {
+    handler[STREAMING] = "response";
+    if (options) handler.streamOptions = options;
+    return handler;
+  },
+  HttpResponseStream,
+};
+
+async function invokeStreaming(handler, id, event, context) {
+  const { Writable } = require("node:stream");
+  const { finished } = require("node:stream/promises");
+  if (socket === null) {
+    socket = await connect();
+    buffered = Buffer.alloc(0);
+  }
+  socket.ref();
+  const conn = socket;
+  let contentType = "application/octet-stream";
+  let headSent = false;
+  const sendHead = () => {
+    if (headSent) return;
+    headSent = true;
+    conn.write(
+      `POST ${BASE}/invocation/${id}/response HTTP/1.1\r\nHost: ${HOST}:${PORT}\r\n` +
+        "Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\n" +
+        "Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n" +
+        `Content-Type: ${contentType}\r\n\r\n`,
+    );
+  };
+  const stream = new Writable({
+    write(chunk, _encoding, callback) {
+      sendHead();
+      if (!chunk.length) return callback();
+      conn.write(chunk.length.toString(16) + "\r\n");
+      conn.write(chunk);
+      if (conn.write("\r\n")) callback();
+      else conn.once("drain", () => callback());
+    },
+  });
+  stream.setContentType = (ct) => {
+    contentType = ct;
+  };
+  const answered = new Promise((resolve, reject) => {
+    waiting = { resolve, reject };
+  });
+  // Until the last chunk is written, a reply would be premature: keep it from resolving early.
+  let failure = null;
+  try {
+    await handler(event, stream, context);
+    if (!stream.writableEnded) stream.end();
+    await finished(stream);
+  } catch (e) {
+    failure = e;
+  }
+  if (failure && !headSent) {
+    // Nothing was sent yet: report it as an ordinary error.
+    waiting = null;
+    console.error("Invoke Error", "\t" + JSON.stringify(toLogged(failure)));
+    await postError(`${BASE}/invocation/${id}/error`, failure);
+    return;
+  }
+  sendHead();
+  if (failure) {
+    console.error("Invoke Error", "\t" + JSON.stringify(toLogged(failure)));
+    const rapid = toRapid(failure);
+    const body = Buffer.from(JSON.stringify(rapid)).toString("base64");
+    conn.write(`0\r\nLambda-Runtime-Function-Error-Type: ${rapid.errorType}\r\nLambda-Runtime-Function-Error-Body: ${body}\r\n\r\n`);
+  } else {
+    conn.write("0\r\n\r\n");
+  }
+  await answered;
+  if (socket) socket.unref();
+}
+
 // --- the invoke loop --------------------------------------------------------------------------
 
 function makeContext(headers, finish) {
@@ -324,6 +419,13 @@ async function invokeOnce(handler, res) {
       event = JSON.parse(res.body.toString("utf8"));
     } catch (e) {
       send(e.name === "SyntaxError" ? new RuntimeError("UnmarshalError", `Unable to parse event: ${e.message}`) : e);
+      return;
+    }
+    if (handler[STREAMING] === "response") {
+      invokeStreaming(handler, id, event, context).then(resolveInvoke, (e) => {
+        process.stdout.write(`failed to stream the response: ${e}\n`);
+        process.exit(1);
+      });
       return;
     }
     process.on("beforeExit", onBeforeExit);

@@ -7,6 +7,7 @@
 
 pub mod event;
 pub mod response;
+mod streaming;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -165,13 +166,13 @@ fn error_response(status: StatusCode, error_type: Option<&'static str>, json: bo
 /// Which service's error answers to give: function URLs and API Gateway HTTP APIs word them
 /// differently (reference/lambda-compat.md §4.1; recorded against AWS where known).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flavor {
+pub(crate) enum Flavor {
     Url,
     Route,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
+pub(crate) enum Failure {
     /// No such URL or route.
     NotFound,
     /// AWS_IAM URL without a signature.
@@ -183,7 +184,7 @@ enum Failure {
     Internal,
 }
 
-fn failure(flavor: Flavor, f: Failure) -> Response {
+pub(crate) fn failure(flavor: Flavor, f: Failure) -> Response {
     use Failure::*;
     let json = |v: serde_json::Value| v.to_string();
     match (flavor, f) {
@@ -335,8 +336,17 @@ async fn serve_url(
         now_ms: model::logfmt::now_ms(),
     };
     let payload = event::v2(&info, &target, &parts.headers, &body);
-    let mut resp =
-        invoke(front, Flavor::Url, &url.function, url.qualifier.clone(), payload, request_id, response::v2).await;
+    let mut resp = invoke(
+        front,
+        Flavor::Url,
+        &url.function,
+        url.qualifier.clone(),
+        payload,
+        request_id,
+        response::v2,
+        url.streams(),
+    )
+    .await;
     if let (Some(cors), Some(o)) = (&url.cors, &origin) {
         add_cors(cors, o, resp.headers_mut());
     }
@@ -388,7 +398,7 @@ async fn serve_route(front: &Front, host: &str, peer: SocketAddr, request_id: &s
         event::v2(&info, &target, &parts.headers, &body)
     };
     let parse = if v1 { response::v1 } else { response::v2 };
-    invoke(front, Flavor::Route, &route.function, route.qualifier.clone(), payload, request_id, parse).await
+    invoke(front, Flavor::Route, &route.function, route.qualifier.clone(), payload, request_id, parse, false).await
 }
 
 /// The `apiId` HTTP route events carry (Stratus serves one HTTP API).
@@ -409,6 +419,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Failure> {
 }
 
 /// Invokes the function with an HTTP event and turns its result into the HTTP answer.
+#[allow(clippy::too_many_arguments)]
 async fn invoke(
     front: &Front,
     flavor: Flavor,
@@ -417,6 +428,7 @@ async fn invoke(
     event: serde_json::Value,
     request_id: &str,
     parse: fn(&[u8]) -> Result<response::Answer, response::Malformed>,
+    stream: bool,
 ) -> Response {
     let req = InvokeRequest {
         function: function.to_string(),
@@ -427,14 +439,34 @@ async fn invoke(
         request_id: request_id.to_string(),
         trigger: Trigger::Http,
     };
+    if stream {
+        return streaming::answer(front, flavor, req, parse).await;
+    }
     let result = match front.inner.invoker.invoke(req).await {
         Ok(r) => r,
         Err(e) => return failure(flavor, invoke_failure(flavor, &e)),
     };
-    if result.function_error.is_some() {
-        let error_type = serde_json::from_slice::<serde_json::Value>(&result.payload)
-            .ok()
-            .and_then(|v| v.get("errorType").and_then(|t| t.as_str()).map(str::to_string));
+    let error = result.function_error.map(|_| error_type_of(&result.payload));
+    buffered(flavor, function, request_id, &result.payload, error, parse)
+}
+
+/// The `errorType` of a function error's body.
+fn error_type_of(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("errorType").and_then(|t| t.as_str()).map(str::to_string))
+}
+
+/// The answer to a complete result: `error` is `Some(error type)` for a function error.
+fn buffered(
+    flavor: Flavor,
+    function: &str,
+    request_id: &str,
+    payload: &[u8],
+    error: Option<Option<String>>,
+    parse: fn(&[u8]) -> Result<response::Answer, response::Malformed>,
+) -> Response {
+    if let Some(error_type) = error {
         tracing::info!(
             function,
             request_id,
@@ -446,7 +478,7 @@ async fn invoke(
         }
         return failure(flavor, Failure::FunctionError);
     }
-    match parse(&result.payload) {
+    match parse(payload) {
         Ok(answer) => answer_response(answer),
         Err(response::Malformed(why)) => {
             tracing::info!(function, request_id, why, "malformed HTTP response from function");
@@ -455,7 +487,7 @@ async fn invoke(
     }
 }
 
-fn invoke_failure(flavor: Flavor, e: &LambdaError) -> Failure {
+pub(crate) fn invoke_failure(flavor: Flavor, e: &LambdaError) -> Failure {
     match e.code {
         ErrorCode::TooManyRequests => Failure::Throttled,
         ErrorCode::RequestEntityTooLarge => Failure::TooLarge,
@@ -469,7 +501,7 @@ fn invoke_failure(flavor: Flavor, e: &LambdaError) -> Failure {
     }
 }
 
-fn answer_response(a: response::Answer) -> Response {
+pub(crate) fn answer_response(a: response::Answer) -> Response {
     let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut resp = (status, a.body).into_response();
     let h = resp.headers_mut();

@@ -374,3 +374,74 @@ def test_default_route_and_qualified_routes(fresh_server):
     status, _, body = route_call(s, "PUT", "/anything/at/all")
     out = json.loads(body)
     assert status == 200 and out["version"] == "1" and out["event"]["routeKey"] == "$default"
+
+
+BROWSER_PAGE = """<!doctype html><html><body><pre id="out">pending</pre><script>
+async function go() {
+  const out = {};
+  try {
+    const r = await fetch("%(url)sitems?x=1", {method: "POST", body: JSON.stringify({a: 1}),
+      headers: {"Content-Type": "application/json", "X-Custom": "browser"}});
+    out.status = r.status; out.echo = r.headers.get("x-echo");
+    const body = await r.json(); out.method = body.event.requestContext.http.method; out.custom = body.event.headers["x-custom"];
+  } catch (e) { out.error = String(e); }
+  try {
+    await fetch("%(denied)s", {method: "POST", headers: {"X-Custom": "1"}});
+    out.denied = "allowed";
+  } catch (e) { out.denied = "blocked"; }
+  document.getElementById("out").textContent = JSON.stringify(out);
+}
+go();
+</script></body></html>"""
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (CI installs it)")
+def test_a_browser_passes_cors_preflight_and_fetches(lam, server, tmp_path):
+    import http.server
+    import re
+    import threading
+
+    name, other = unique("browser"), unique("nocors")
+    create(lam, name, zip_files({"app.py": PY_BACKEND}))
+    create(lam, other, zip_files({"app.py": PY_BACKEND}))
+    page = {}
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            body = page["html"].encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{site.server_address[1]}"
+    try:
+        cors = {"AllowOrigins": [origin], "AllowMethods": ["POST"], "AllowHeaders": ["content-type", "x-custom"],
+                "ExposeHeaders": ["x-echo"], "MaxAge": 60}
+        url = lam.create_function_url_config(FunctionName=name, AuthType="NONE", Cors=cors)["FunctionUrl"]
+        denied = lam.create_function_url_config(
+            FunctionName=other, AuthType="NONE", Cors={"AllowOrigins": ["https://elsewhere.example"]}
+        )["FunctionUrl"]
+        page["html"] = BROWSER_PAGE % {"url": url, "denied": denied}
+        out = subprocess.run(
+            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--dump-dom", origin + "/"],
+            capture_output=True, text=True, timeout=120,
+        )
+        found = re.search(r'<pre id="out">(.*?)</pre>', out.stdout, re.S)
+        assert found, out.stdout[-2000:] + out.stderr[-2000:]
+        result = json.loads(found.group(1).replace("&quot;", '"'))
+    finally:
+        site.shutdown()
+    assert result.get("status") == 200, result
+    assert result["method"] == "POST" and result["custom"] == "browser"
+    assert result["echo"] == "browser", "an exposed header is readable"
+    assert result["denied"] == "blocked", "an origin the URL does not allow is refused by the browser"
+    logs = server.cli("logs", name).stdout
+    assert logs.count("START RequestId") == 1, "the preflight did not reach the function"

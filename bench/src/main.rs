@@ -6,6 +6,7 @@
 //!   same JSON echo (`floor`).
 //! - `cold`: the time of an invocation that starts a new environment, per runtime, against
 //!   starting the same interpreter and handler directly.
+//! - `http`: a function URL against Invoke of the same function (latency and throughput).
 //!
 //! Run `cargo build --release --workspace && target/release/stratus-bench all` (see README.md).
 
@@ -70,6 +71,13 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         events: usize,
     },
+    /// A function URL against Invoke of the same function: latency and throughput.
+    Http {
+        #[arg(long, default_value_t = 3000)]
+        requests: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// The floor: a plain hyper server echoing JSON (used by `warm`).
     Floor,
 }
@@ -83,31 +91,56 @@ fn http_client() -> HttpClient {
 }
 
 async fn request(client: &HttpClient, method: &str, url: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json")
-        .body(Full::new(body))?;
+    request_to(client, method, url, None, body).await
+}
+
+/// A request with its own `Host` (function URLs are named by host, reached at 127.0.0.1).
+async fn request_to(
+    client: &HttpClient,
+    method: &str,
+    url: &str,
+    host: Option<&str>,
+    body: Bytes,
+) -> anyhow::Result<(u16, Bytes)> {
+    let mut req = hyper::Request::builder().method(method).uri(url).header("content-type", "application/json");
+    if let Some(h) = host {
+        req = req.header("host", h);
+    }
+    let req = req.body(Full::new(body))?;
     let resp = client.request(req).await?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((status, body))
 }
 
-/// A child process that prints `... http://ADDR` on its first stdout line.
+/// A child process that prints `... http://ADDR` on its first stdout line (and, for Stratus,
+/// its HTTP front's on the second).
 struct Proc {
     child: Child,
     addr: SocketAddr,
+    /// The addresses of the further lines read.
+    more: Vec<SocketAddr>,
 }
 
 impl Proc {
-    fn start(mut cmd: Command) -> anyhow::Result<Self> {
+    fn start(cmd: Command) -> anyhow::Result<Self> {
+        Self::start_lines(cmd, 1)
+    }
+
+    fn start_lines(mut cmd: Command, lines: usize) -> anyhow::Result<Self> {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("cannot start process")?;
         let stdout = child.stdout.take().context("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line.trim().rsplit("http://").next().context("no address")?.parse().context("bad address")?;
-        Ok(Self { child, addr })
+        let mut reader = BufReader::new(stdout);
+        let mut addrs = Vec::new();
+        for _ in 0..lines {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let addr: SocketAddr =
+                line.trim().rsplit("http://").next().context("no address")?.parse().context("bad address")?;
+            addrs.push(addr);
+        }
+        let addr = addrs.remove(0);
+        Ok(Self { child, addr, more: addrs })
     }
 
     fn url(&self, path: &str) -> String {
@@ -145,7 +178,7 @@ impl Stratus {
     fn start_with(bin_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cmd = Command::new(bin_dir.join("stratus"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path());
         if !extra.contains(&"--max-environments") {
             cmd.args(["--max-environments", "64"]);
         }
@@ -154,7 +187,7 @@ impl Stratus {
         if let Ok(v) = std::env::var("STRATUS_WORKER_THREADS") {
             cmd.env("STRATUS_WORKER_THREADS", v);
         }
-        let proc = Proc::start(cmd)?;
+        let proc = Proc::start_lines(cmd, 2)?;
         Ok(Self { proc, _dir: dir, client: http_client() })
     }
 
@@ -200,13 +233,23 @@ fn ms(d: Duration) -> f64 {
 
 /// p50 and p99 of `n` sequential requests (after a warm-up).
 async fn latency(client: &HttpClient, url: &str, n: usize) -> anyhow::Result<(Duration, Duration)> {
+    latency_to(client, url, None, Bytes::from_static(EVENT.as_bytes()), n).await
+}
+
+async fn latency_to(
+    client: &HttpClient,
+    url: &str,
+    host: Option<&str>,
+    body: Bytes,
+    n: usize,
+) -> anyhow::Result<(Duration, Duration)> {
     for _ in 0..200 {
-        request(client, "POST", url, Bytes::from_static(EVENT.as_bytes())).await?;
+        request_to(client, "POST", url, host, body.clone()).await?;
     }
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let (status, _) = request(client, "POST", url, Bytes::from_static(EVENT.as_bytes())).await?;
+        let (status, _) = request_to(client, "POST", url, host, body.clone()).await?;
         samples.push(t.elapsed());
         if status != 200 {
             bail!("status {status}");
@@ -259,18 +302,29 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
 
 /// Requests per second with `concurrency` clients for `seconds` (after a 2 s warm-up).
 async fn throughput(client: &HttpClient, url: &str, concurrency: usize, seconds: u64) -> anyhow::Result<(f64, u64)> {
+    throughput_to(client, url, None, Bytes::from_static(EVENT.as_bytes()), concurrency, seconds).await
+}
+
+async fn throughput_to(
+    client: &HttpClient,
+    url: &str,
+    host: Option<&str>,
+    body: Bytes,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, u64)> {
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, url) = (client.clone(), url.to_string());
+        let (client, url, host, body) = (client.clone(), url.to_string(), host.map(str::to_string), body.clone());
         let (done, errors, counting, stop) = (done.clone(), errors.clone(), counting.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let ok =
-                    matches!(request(&client, "POST", &url, Bytes::from_static(EVENT.as_bytes())).await, Ok((200, _)));
+                let sent = request_to(&client, "POST", &url, host.as_deref(), body.clone());
+                let ok = matches!(sent.await, Ok((200, _)));
                 if counting.load(Ordering::Relaxed) {
                     if ok { &done } else { &errors }.fetch_add(1, Ordering::Relaxed);
                 }
@@ -335,6 +389,74 @@ async fn warm(bin_dir: &Path, requests: usize, seconds: u64) -> anyhow::Result<(
         "| function processes' CPU per request | – | {:.0} µs | |",
         per_req(stratus_cpu1.1 - stratus_cpu0.1, srps)
     );
+    println!();
+    Ok(())
+}
+
+/// A function URL against Invoke of the same no-op Rust function, in the same run.
+async fn http(bin_dir: &Path, requests: usize, seconds: u64) -> anyhow::Result<()> {
+    let stratus = Stratus::start(bin_dir)?;
+    let echo = std::fs::read(bin_dir.join("rust-echo")).context("build examples/rust-echo in release first")?;
+    stratus.create("bench-url", "provided.al2023", "bootstrap", &zip_of(&[("bootstrap", &echo, 0o755)])?).await?;
+    let (status, body) = request(
+        &stratus.client,
+        "POST",
+        &stratus.proc.url("/2021-10-31/functions/bench-url/url"),
+        Bytes::from_static(br#"{"AuthType":"NONE"}"#),
+    )
+    .await?;
+    if status != 201 {
+        bail!("create the function URL: {status} {}", String::from_utf8_lossy(&body));
+    }
+    let config: serde_json::Value = serde_json::from_slice(&body)?;
+    let function_url = config["FunctionUrl"].as_str().context("no FunctionUrl")?;
+    let host = function_url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let front = *stratus.proc.more.first().context("no HTTP front address")?;
+    let url = format!("http://{front}/");
+    let invoke_url = stratus.invoke_url("bench-url");
+    let client = http_client();
+
+    // The echo function returns its event: one URL call yields the payload 2.0 event a URL
+    // request becomes, so Invoke can carry the very same event (same work in the function).
+    let small = Bytes::from_static(EVENT.as_bytes());
+    let (_, url_event) = request_to(&client, "POST", &url, Some(&host), small.clone()).await?;
+
+    println!("## function URL vs Invoke (the same no-op Rust function, lambda_runtime)");
+    println!(
+        "Invoke carries the {}-byte payload 2.0 event the URL request becomes; the URL request carries the {}-byte body.",
+        url_event.len(),
+        small.len()
+    );
+    let (i50, i99) = latency_to(&client, &invoke_url, None, url_event.clone(), requests).await?;
+    let (u50, u99) = latency_to(&client, &url, Some(&host), small.clone(), requests).await?;
+    println!("| latency, concurrency 1 | Invoke | function URL | ratio |");
+    println!("|---|---|---|---|");
+    println!("| p50 | {:.3} ms | {:.3} ms | {:.2}x |", ms(i50), ms(u50), ms(u50) / ms(i50));
+    println!("| p99 | {:.3} ms | {:.3} ms | {:.2}x |", ms(i99), ms(u99), ms(u99) / ms(i99));
+    let pid = stratus.proc.child.id();
+    // Alternating rounds, so neither side always runs on a warmer (or more tired) machine.
+    let (mut irps, mut ierr, mut urps, mut uerr) = (0.0, 0, 0.0, 0);
+    let (mut icpu, mut ucpu) = ((0.0, 0.0), (0.0, 0.0));
+    let round = seconds.div_ceil(2).max(1);
+    for _ in 0..2 {
+        let c0 = cpu_seconds(pid);
+        let (r, e) = throughput_to(&client, &invoke_url, None, url_event.clone(), 32, round).await?;
+        let c1 = cpu_seconds(pid);
+        let (r2, e2) = throughput_to(&client, &url, Some(&host), small.clone(), 32, round).await?;
+        let c2 = cpu_seconds(pid);
+        (irps, ierr, urps, uerr) = (irps + r / 2.0, ierr + e, urps + r2 / 2.0, uerr + e2);
+        icpu = (icpu.0 + (c1.0 - c0.0) / (r * (round + 2) as f64), icpu.1 + (c1.1 - c0.1) / (r * (round + 2) as f64));
+        ucpu = (ucpu.0 + (c2.0 - c1.0) / (r2 * (round + 2) as f64), ucpu.1 + (c2.1 - c1.1) / (r2 * (round + 2) as f64));
+    }
+    let (is, us) = (icpu.0 / 2.0 * 1e6, ucpu.0 / 2.0 * 1e6);
+    let (if_, uf) = (icpu.1 / 2.0 * 1e6, ucpu.1 / 2.0 * 1e6);
+    println!();
+    println!("| throughput, concurrency 32, 2 alternating rounds of {round} s | Invoke | function URL | ratio |");
+    println!("|---|---|---|---|");
+    println!("| requests/s | {irps:.0} | {urps:.0} | {:.2} |", urps / irps);
+    println!("| errors | {ierr} | {uerr} | |");
+    println!("| server CPU per request | {is:.0} µs | {us:.0} µs | {:.2}x |", us / is);
+    println!("| function processes' CPU per request | {if_:.0} µs | {uf:.0} µs | {:.2}x |", uf / if_);
     println!();
     Ok(())
 }
@@ -744,11 +866,13 @@ fn main() -> anyhow::Result<()> {
             Cmd::Cold { iterations } => cold(&cli.bin_dir, iterations).await,
             Cmd::Sandbox { iterations, requests } => sandbox(&cli.bin_dir, iterations, requests).await,
             Cmd::Scale { concurrency, events } => scale(&cli.bin_dir, concurrency, events).await,
+            Cmd::Http { requests, seconds } => http(&cli.bin_dir, requests, seconds).await,
             Cmd::All => {
                 warm(&cli.bin_dir, 3000, 10).await?;
                 cold(&cli.bin_dir, 15).await?;
                 sandbox(&cli.bin_dir, 15, 3000).await?;
-                scale(&cli.bin_dir, 200, 2000).await
+                scale(&cli.bin_dir, 200, 2000).await?;
+                http(&cli.bin_dir, 3000, 10).await
             }
         }
     })

@@ -445,3 +445,23 @@ def test_a_browser_passes_cors_preflight_and_fetches(lam, server, tmp_path):
     assert result["denied"] == "blocked", "an origin the URL does not allow is refused by the browser"
     logs = server.cli("logs", name).stdout
     assert logs.count("START RequestId") == 1, "the preflight did not reach the function"
+
+
+def test_a_slow_function_does_not_hold_up_others(py_url, lam, server):
+    import threading
+
+    name, slow_url = py_url
+    fast = unique("fastapi")
+    create(lam, fast, zip_files({"app.py": PY_BACKEND}))
+    fast_url, _ = make_url(lam, server, fast)
+    fast_url.request("GET", "/plain")  # warm
+    slow_done = []
+    t = threading.Thread(target=lambda: slow_done.append(Url(server, "http://" + slow_url.host + "/").request("GET", "/sleep")[0]))
+    t.start()
+    time.sleep(0.3)
+    started = time.time()
+    status, _, body = fast_url.request("GET", "/plain")
+    elapsed = time.time() - started
+    t.join(timeout=30)
+    assert (status, body) == (200, b"hello") and elapsed < 1.0, f"the fast call took {elapsed:.2f}s"
+    assert slow_done == [504]

@@ -150,9 +150,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop.wait_for(|s| *s).await;
     }));
     tracing::info!(data_dir = %data_dir.display(), "Stratus is ready");
-    // Tests and scripts read the bound addresses from these lines.
-    println!("Stratus listening on http://{addr}");
-    println!("Stratus HTTP front (function URLs, HTTP routes) on http://{http_addr}");
+    // Tests and scripts read the bound addresses from these lines. Written at once, and a
+    // reader that stopped listening is no reason to fail.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(
+            format!(
+                "Stratus listening on http://{addr}\nStratus HTTP front (function URLs, HTTP routes) on http://{http_addr}\n"
+            )
+            .as_bytes(),
+        );
+        let _ = out.flush();
+    }
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });

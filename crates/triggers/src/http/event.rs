@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use axum::http::{HeaderMap, Method};
 use base64::Engine;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// What the event needs to know about the request, beyond its headers and body.
 #[derive(Debug, Clone)]
@@ -112,61 +112,107 @@ fn domain_prefix(domain: &str) -> &str {
     domain.split('.').next().unwrap_or(domain)
 }
 
-/// Payload format 2.0: function URLs, and HTTP routes by default.
-pub fn v2(req: &RequestInfo<'_>, target: &Target<'_>, headers: &HeaderMap, body: &[u8]) -> Value {
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V2<'a> {
+    version: &'static str,
+    route_key: &'a str,
+    raw_path: &'a str,
+    raw_query_string: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cookies: Vec<&'a str>,
+    headers: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    query_string_parameters: BTreeMap<String, String>,
+    request_context: V2Context<'a>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    path_parameters: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    is_base64_encoded: bool,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V2Context<'a> {
+    account_id: &'a str,
+    api_id: &'a str,
+    domain_name: &'a str,
+    domain_prefix: &'a str,
+    http: V2Http<'a>,
+    request_id: &'a str,
+    route_key: &'a str,
+    stage: &'static str,
+    time: String,
+    time_epoch: i64,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct V2Http<'a> {
+    method: &'a str,
+    path: &'a str,
+    protocol: &'a str,
+    source_ip: &'a str,
+    user_agent: &'a str,
+}
+
+/// Payload format 2.0: function URLs, and HTTP routes by default. Serialized straight to
+/// bytes (this is on every HTTP request's path).
+pub fn v2(req: &RequestInfo<'_>, target: &Target<'_>, headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
     let mut cookies = Vec::new();
-    let mut hmap = Map::new();
-    for (name, values) in header_values(headers) {
+    let mut hmap: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let value = std::str::from_utf8(value.as_bytes()).unwrap_or("");
         if name == "cookie" {
-            for v in &values {
-                cookies.extend(v.split(';').map(str::trim).filter(|c| !c.is_empty()).map(String::from));
-            }
+            cookies.extend(value.split(';').map(str::trim).filter(|c| !c.is_empty()));
             continue;
         }
-        hmap.insert(name, Value::String(values.join(",")));
+        match hmap.entry(name.as_str().to_string()) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(value.to_string());
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let joined = o.get_mut();
+                joined.push(',');
+                joined.push_str(value);
+            }
+        }
     }
-    let mut event = json!({
-        "version": "2.0",
-        "routeKey": target.route_key,
-        "rawPath": req.raw_path,
-        "rawQueryString": req.raw_query,
-    });
-    if !cookies.is_empty() {
-        event["cookies"] = json!(cookies);
-    }
-    event["headers"] = Value::Object(hmap);
-    let query = query_values(req.raw_query);
-    if !query.is_empty() {
-        let q: Map<String, Value> = query.into_iter().map(|(k, v)| (k, Value::String(v.join(",")))).collect();
-        event["queryStringParameters"] = Value::Object(q);
-    }
-    event["requestContext"] = json!({
-        "accountId": target.account_id,
-        "apiId": target.api_id,
-        "domainName": target.domain_name,
-        "domainPrefix": domain_prefix(target.domain_name),
-        "http": {
-            "method": req.method.as_str(),
-            "path": req.raw_path,
-            "protocol": req.protocol,
-            "sourceIp": req.source_ip,
-            "userAgent": user_agent(headers),
-        },
-        "requestId": req.request_id,
-        "routeKey": target.route_key,
-        "stage": "$default",
-        "time": clf_time(req.now_ms),
-        "timeEpoch": req.now_ms,
-    });
-    if !target.path_parameters.is_empty() {
-        event["pathParameters"] = json!(target.path_parameters);
-    }
+    let query = query_values(req.raw_query).into_iter().map(|(k, v)| (k, v.join(","))).collect();
     let (body, b64) = body_of(headers, body);
-    if let Some(b) = body {
-        event["body"] = Value::String(b);
-    }
-    event["isBase64Encoded"] = Value::Bool(b64);
-    event
+    let ua = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let event = V2 {
+        version: "2.0",
+        route_key: target.route_key,
+        raw_path: req.raw_path,
+        raw_query_string: req.raw_query,
+        cookies,
+        headers: hmap,
+        query_string_parameters: query,
+        request_context: V2Context {
+            account_id: target.account_id,
+            api_id: target.api_id,
+            domain_name: target.domain_name,
+            domain_prefix: domain_prefix(target.domain_name),
+            http: V2Http {
+                method: req.method.as_str(),
+                path: req.raw_path,
+                protocol: req.protocol,
+                source_ip: &req.source_ip,
+                user_agent: ua,
+            },
+            request_id: req.request_id,
+            route_key: target.route_key,
+            stage: "$default",
+            time: clf_time(req.now_ms),
+            time_epoch: req.now_ms,
+        },
+        path_parameters: target.path_parameters,
+        body,
+        is_base64_encoded: b64,
+    };
+    serde_json::to_vec(&event).unwrap_or_default()
 }
 
 /// Payload format 1.0 (the REST API proxy shape), for routes that ask for it.
@@ -273,7 +319,8 @@ mod tests {
             ("content-type", "application/json"),
             ("User-Agent", "ua"),
         ]);
-        let e = v2(&info(&m, "/my/path", "a=1&a=2&b=x%20y"), &target, &h, b"{\"k\":1}");
+        let e: Value =
+            serde_json::from_slice(&v2(&info(&m, "/my/path", "a=1&a=2&b=x%20y"), &target, &h, b"{\"k\":1}")).unwrap();
         assert_eq!(e["headers"]["x-multi"], "1,2");
         assert!(e["headers"].get("cookie").is_none());
         assert_eq!(e["cookies"], json!(["c1=v1", "c2=v2"]));
@@ -300,7 +347,7 @@ mod tests {
             path_parameters: &params,
         };
         let h = headers(&[("content-type", "image/png")]);
-        let e = v2(&info(&m, "/", ""), &target, &h, &[0x89, b'P', b'N', b'G']);
+        let e: Value = serde_json::from_slice(&v2(&info(&m, "/", ""), &target, &h, &[0x89, b'P', b'N', b'G'])).unwrap();
         assert_eq!(e["isBase64Encoded"], true);
         assert_eq!(e["body"], "iVBORw==");
         assert!(is_text(Some("application/vnd.api+json; charset=utf-8")) && !is_text(Some("application/octet-stream")));

@@ -393,7 +393,7 @@ async fn serve_route(front: &Front, host: &str, peer: SocketAddr, request_id: &s
     };
     let v1 = route.payload_format == "1.0";
     let payload = if v1 {
-        event::v1(&info, &target, &parts.headers, &body)
+        event::v1(&info, &target, &parts.headers, &body).to_string().into_bytes()
     } else {
         event::v2(&info, &target, &parts.headers, &body)
     };
@@ -425,7 +425,7 @@ async fn invoke(
     flavor: Flavor,
     function: &str,
     qualifier: Option<String>,
-    event: serde_json::Value,
+    event: Vec<u8>,
     request_id: &str,
     parse: fn(&[u8]) -> Result<response::Answer, response::Malformed>,
     stream: bool,
@@ -433,7 +433,7 @@ async fn invoke(
     let req = InvokeRequest {
         function: function.to_string(),
         qualifier,
-        payload: Bytes::from(event.to_string()),
+        payload: Bytes::from(event),
         tail: false,
         client_context: None,
         request_id: request_id.to_string(),

@@ -57,6 +57,9 @@ fn status_of(v: &Value) -> Result<u16, Malformed> {
 /// with `statusCode`; otherwise any JSON value is the body of a 200 `application/json` answer,
 /// a JSON string without its quotes.
 pub fn v2(payload: &[u8]) -> Result<Answer, Malformed> {
+    if let Some(answer) = v2_as_is(payload) {
+        return Ok(answer);
+    }
     let value: Value =
         serde_json::from_slice(payload).map_err(|_| Malformed("the function's result is not JSON".into()))?;
     let structured = value.as_object().filter(|o| o.contains_key("statusCode"));
@@ -91,6 +94,30 @@ pub fn v2(payload: &[u8]) -> Result<Answer, Malformed> {
     let base64 = obj.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false);
     let body = decode_body(obj.get("body"), base64)?;
     Ok(Answer { status, headers, body })
+}
+
+/// The common case without building the value: a compact JSON object without `statusCode`
+/// (or a compact array, number, boolean or null) is already the body AWS would send.
+fn v2_as_is(payload: &[u8]) -> Option<Answer> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "statusCode")]
+        status_code: Option<serde::de::IgnoredAny>,
+    }
+    let first = *payload.first()?;
+    if payload.iter().any(|b| b.is_ascii_whitespace()) || first == b'"' {
+        return None;
+    }
+    let plain = if first == b'{' {
+        serde_json::from_slice::<Probe>(payload).ok().is_some_and(|p| p.status_code.is_none())
+    } else {
+        serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
+    };
+    plain.then(|| Answer {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: Bytes::copy_from_slice(payload),
+    })
 }
 
 /// Payload format 1.0: the result must be an object with `statusCode`; `headers` and
@@ -144,6 +171,16 @@ mod tests {
             assert_eq!((a.status, body(&a)), (200, expected), "{result}");
             assert!(a.headers.contains(&("content-type".into(), "application/json".into())), "{result}");
         }
+    }
+
+    #[test]
+    fn compact_results_pass_as_they_are_and_others_are_compacted() {
+        assert_eq!(v2_as_is(br#"{"a":[1,2],"b":{"c":null}}"#).unwrap().body, &br#"{"a":[1,2],"b":{"c":null}}"#[..]);
+        assert!(v2_as_is(br#"{"statusCode":200}"#).is_none(), "structured");
+        assert!(v2_as_is(br#"{"a": 1}"#).is_none(), "not compact");
+        assert!(v2_as_is(br#""s""#).is_none(), "strings lose their quotes");
+        assert!(v2_as_is(b"{broken").is_none());
+        assert_eq!(v2(br#"{"a": 1}"#).unwrap().body, &br#"{"a":1}"#[..]);
     }
 
     #[test]

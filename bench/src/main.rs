@@ -645,27 +645,38 @@ async fn sandbox(bin_dir: &Path, iterations: usize, requests: usize) -> anyhow::
     let py_zip = zip_of(&[("app.py", py_src.as_bytes(), 0o644)])?;
     let rust_zip = zip_of(&[("bootstrap", &echo, 0o755)])?;
     println!("## sandbox: cold start isolated vs unisolated (same binary, same run)");
-    println!("| runtime | unisolated (median) | isolated (median) | sandbox cost |");
-    println!("|---|---|---|---|");
+    println!(
+        "| runtime | unisolated (median) | isolated (median) | sandbox cost | isolated without a user namespace | user namespace cost |"
+    );
+    println!("|---|---|---|---|---|---|");
     let bare = Stratus::start_with(bin_dir, &["--unisolated"])?;
     let isolated = Stratus::start(bin_dir)?;
-    for s in [&bare, &isolated] {
+    let no_userns = Stratus::start_with(bin_dir, &["--no-user-namespace"])?;
+    for s in [&bare, &isolated, &no_userns] {
         s.create("cold-py", "python3.11", "app.handler", &py_zip).await?;
         s.create("cold-rust", "provided.al2023", "bootstrap", &rust_zip).await?;
     }
     for (label, name) in [("python3.11", "cold-py"), ("provided.al2023 (Rust)", "cold-rust")] {
-        // Interleaved so that both see the same machine state.
-        let mut b = Vec::new();
-        let mut i = Vec::new();
-        for round in 0..iterations {
-            b.push(cold_median(&bare, name, 1).await.map(|d| (round, d))?.1);
+        // Interleaved so that all three see the same machine state.
+        let (mut b, mut i, mut n) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..iterations {
+            b.push(cold_median(&bare, name, 1).await?);
             i.push(cold_median(&isolated, name, 1).await?);
+            n.push(cold_median(&no_userns, name, 1).await?);
         }
-        let (b, i) = (median(b), median(i));
-        println!("| {label} | {:.1} ms | {:.1} ms | {:+.1} ms |", ms(b), ms(i), ms(i) - ms(b));
+        let (b, i, n) = (median(b), median(i), median(n));
+        println!(
+            "| {label} | {:.1} ms | {:.1} ms | {:+.1} ms | {:.1} ms | {:+.1} ms |",
+            ms(b),
+            ms(i),
+            ms(i) - ms(b),
+            ms(n),
+            ms(i) - ms(n)
+        );
     }
     drop(bare);
     drop(isolated);
+    drop(no_userns);
     println!();
     println!("## sandbox: warm invoke latency (Rust no-op), concurrency 1, by freezing policy");
     println!("| freezing | p50 | p99 |");

@@ -16,6 +16,7 @@ mod invoke;
 mod layers;
 mod routes;
 mod urls;
+mod usage;
 mod versions;
 mod wire;
 
@@ -43,6 +44,10 @@ pub struct ApiState {
     pub scope: Scope,
     /// The HTTP front serving function URLs (told when URL settings change).
     pub http: triggers::http::Front,
+    /// Prices by account, for usage reports.
+    pub prices: std::sync::Arc<model::pricing::PriceBook>,
+    /// Renders the Prometheus metrics (`None`: metrics are off).
+    pub metrics: Option<std::sync::Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 /// The request id of the current request (also the invocation's id for Invoke).
@@ -134,6 +139,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/2016-08-19/account-settings", get(f::account_settings))
         .route("/2016-08-19/account-settings/", get(f::account_settings))
         .route("/2017-03-31/tags/{arn}", get(f::list_tags).post(f::tag_resource).delete(f::untag_resource))
+        .route("/_stratus/usage", get(usage::usage))
+        .route("/_stratus/ledger", get(usage::ledger))
+        .route("/metrics", get(usage::metrics))
         .merge(internal::router())
         .fallback(unknown_operation)
         // Bodies are bounded per operation by `read_body`.

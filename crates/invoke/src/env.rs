@@ -128,6 +128,8 @@ pub struct Environment {
 pub struct StartFailure {
     pub failure: FunctionFailure,
     pub log_tail: Option<String>,
+    /// The failed start's REPORT (`None` if it failed before it could run anything).
+    pub report: Option<Report>,
 }
 
 fn exit_message(request_id: &str, exit: Option<Exit>) -> String {
@@ -186,6 +188,7 @@ impl Environment {
                         format!("RequestId: {request_id} Error: {e}"),
                     ),
                     log_tail: None,
+                    report: None,
                 });
             }
         };
@@ -220,7 +223,7 @@ impl Environment {
         };
         let log_tail = capture.end(vec![logfmt::end_line(request_id), report.line()], want_tail).await;
         let _ = std::fs::remove_dir_all(&dir);
-        Err(StartFailure { failure, log_tail })
+        Err(StartFailure { failure, log_tail, report: Some(report) })
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -14,6 +14,7 @@
 mod admission;
 mod capture;
 mod env;
+pub mod meter;
 mod pool;
 mod provisioned;
 mod queue;
@@ -74,6 +75,8 @@ pub struct InvokerConfig {
     /// New environments a function may start per `scaling_window` (Lambda: 1,000 per 10 s).
     pub scaling_burst: u32,
     pub scaling_window: Duration,
+    /// Record every attempt in the ledger and the metrics (off only to measure what it costs).
+    pub metering: bool,
 }
 
 impl InvokerConfig {
@@ -91,6 +94,7 @@ impl InvokerConfig {
             account_concurrency: 1000,
             scaling_burst: 1000,
             scaling_window: Duration::from_secs(10),
+            metering: true,
         }
     }
 }
@@ -106,6 +110,7 @@ struct Inner {
     account: Arc<Account>,
     queue: queue::Queue,
     provisioned: provisioned::Provisioner,
+    meter: meter::Meter,
 }
 
 /// One function's cached state: its pools (one per version), aliases, reservation, counters.
@@ -183,7 +188,9 @@ impl Invoker {
             }
             Err(e) => tracing::error!(error = %e, "cannot read reserved concurrency"),
         }
+        let meter = meter::Meter { ledger: config.metering.then(|| store.ledger.clone()) };
         let inner = Arc::new(Inner {
+            meter,
             config,
             store,
             sink,
@@ -365,6 +372,40 @@ impl Invoker {
     pub fn shutdown(&self) {
         for p in Self::all_pools(&self.inner) {
             p.retire();
+        }
+    }
+
+    /// Sets the gauges (concurrency, provisioned utilisation) from the invoker's state; called
+    /// when the metrics are read.
+    pub fn update_gauges(&self) {
+        let account = self.inner.config.scope.account.clone();
+        let states: Vec<(String, Arc<FunctionState>)> =
+            lock(&self.inner.functions).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (function, st) in states {
+            let in_flight = st.concurrency.in_flight.load(Ordering::Acquire);
+            metrics::gauge!(meter::CONCURRENT_EXECUTIONS, "account" => account.clone(), "function" => function.clone())
+                .set(in_flight as f64);
+            for pool in st.all_pools() {
+                let provisioned = pool.provisioned_count();
+                if provisioned == 0 {
+                    continue;
+                }
+                let busy = provisioned.saturating_sub(pool.idle_provisioned());
+                let labels = [
+                    ("account", account.clone()),
+                    ("function", function.clone()),
+                    ("version", pool.blueprint.config.version.clone()),
+                ];
+                metrics::gauge!(meter::PROVISIONED_CONCURRENT_EXECUTIONS, &labels).set(busy as f64);
+                metrics::gauge!(meter::PROVISIONED_UTILIZATION, &labels).set(busy as f64 / provisioned as f64);
+            }
+        }
+    }
+
+    /// Waits until every ledger row of the invocations finished so far is on disk.
+    pub async fn flush_ledger(&self) {
+        if let Some(l) = &self.inner.meter.ledger {
+            l.flush().await;
         }
     }
 
@@ -571,17 +612,23 @@ impl Invoker {
         let version = self.resolve(&req.function, &st, req.qualifier.as_deref()).await?;
         let pool = self.pool_for(&req.function, &st, &version).await?;
         let reserved = self.reserved(&req.function, &st).await?;
-        let _permit = admission::admit(&self.inner.account, &st.concurrency, reserved)?;
         let bp = pool.blueprint.clone();
+        let meter = &self.inner.meter;
+        let _permit = admission::admit(&self.inner.account, &st.concurrency, reserved)
+            .inspect_err(|_| meter.throttled(&bp, &req.request_id, req.trigger))?;
         let invoked_arn = match &req.qualifier {
             Some(q) => format!("{}:{q}", bp.arn),
             None => bp.arn.clone(),
         };
         let mut env = match pool.acquire() {
             Slot::Warm(env) => env,
-            Slot::Full => return Err(LambdaError::throttled(ThrottleReason::ConcurrentInvocationLimitExceeded)),
+            Slot::Full => {
+                meter.throttled(&bp, &req.request_id, req.trigger);
+                return Err(LambdaError::throttled(ThrottleReason::ConcurrentInvocationLimitExceeded));
+            }
             Slot::Cold if !lock(&st.scaling).try_start() => {
                 pool.forget();
+                meter.throttled(&bp, &req.request_id, req.trigger);
                 return Err(LambdaError::throttled(ThrottleReason::FunctionInvocationRateLimitExceeded));
             }
             Slot::Cold => {
@@ -599,6 +646,15 @@ impl Invoker {
                     Err(start) => {
                         pool.forget();
                         tracing::info!(function = %bp.config.name, request_id = %req.request_id, error = %start.failure.error_type, "environment failed to start");
+                        let report = start.report.unwrap_or_else(|| model::logfmt::Report {
+                            request_id: req.request_id.clone(),
+                            duration: Duration::ZERO,
+                            memory_mb: bp.config.memory_mb,
+                            max_memory_used_mb: 0,
+                            init_duration: None,
+                            status: model::logfmt::ReportStatus::Error(start.failure.error_type.clone()),
+                        });
+                        meter.ran(&bp, &req.request_id, req.trigger, &report, meter::outcome(&report, true), true);
                         let result = InvokeResult {
                             payload: start.failure.body,
                             function_error: Some("Unhandled"),
@@ -614,6 +670,8 @@ impl Invoker {
         let done =
             env.invoke(&req.request_id, &invoked_arn, req.payload, req.client_context, req.tail, sink.as_ref()).await;
         tracing::debug!(function = %bp.config.name, "{}", done.report.line());
+        let outcome = meter::outcome(&done.report, done.result.is_err());
+        meter.ran(&bp, &req.request_id, req.trigger, &done.report, outcome, false);
         if !done.reusable {
             tracing::info!(function = %bp.config.name, request_id = %req.request_id, env = env.id, "environment stopped after a failed invocation");
         }
@@ -661,6 +719,7 @@ impl Invoker {
         };
         match self.inner.store.queue.insert(event).await {
             Ok(_) => {
+                meter::async_received(&self.inner.config.scope.account, function);
                 self.inner.queue.notify();
                 Ok(())
             }

@@ -177,6 +177,11 @@ impl Pool {
     pub fn idle_count(&self) -> usize {
         self.idle().len()
     }
+
+    /// Provisioned environments that are idle now.
+    pub fn idle_provisioned(&self) -> usize {
+        self.idle().iter().filter(|e| e.provisioned).count()
+    }
 }
 
 /// Stops environments off the async threads (killing and reaping can block briefly).

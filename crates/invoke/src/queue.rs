@@ -129,6 +129,7 @@ async fn deliver(invoker: &Invoker, ev: AsyncEvent) {
         (Next::Done, Some((Condition::EventAgeExceeded, ev.attempts, None)))
     } else {
         let attempt = ev.attempts + 1;
+        crate::meter::async_attempt(&invoker.scope().account, &ev.function, age);
         match invoker.invoke_async(&ev).await {
             Ok(res) if res.function_error.is_none() => {
                 let last =
@@ -174,6 +175,11 @@ async fn deliver(invoker: &Invoker, ev: AsyncEvent) {
             }
         }
     };
+    if let Some((condition, _, _)) = &finished
+        && *condition != Condition::Success
+    {
+        crate::meter::async_dropped(&invoker.scope().account, &ev.function);
+    }
     if let Some((condition, count, last)) = finished {
         route(invoker, &ev, &qualifier, &config, condition, count, last).await;
     }
@@ -224,14 +230,17 @@ async fn route(
         }
         send(invoker, dest, record.to_string().into_bytes(), "destination").await;
     }
-    if failed && let Some(dlq) = invoker.dead_letter_target(&ev.function, qualifier).await {
-        send(invoker, &dlq, ev.payload.clone(), "dead-letter").await;
+    if failed
+        && let Some(dlq) = invoker.dead_letter_target(&ev.function, qualifier).await
+        && !send(invoker, &dlq, ev.payload.clone(), "dead-letter").await
+    {
+        crate::meter::dead_letter_error(&invoker.scope().account, &ev.function);
     }
 }
 
 /// Queues `payload` for the function named by `arn` (destinations and dead letters are
-/// functions; other targets are not available yet).
-async fn send(invoker: &Invoker, arn: &str, payload: Vec<u8>, what: &str) {
+/// functions; other targets are not available yet). Says whether it was delivered.
+async fn send(invoker: &Invoker, arn: &str, payload: Vec<u8>, what: &str) -> bool {
     let target =
         model::FunctionRef::parse(arn, model::NameUse::Reference).and_then(|r| r.resolve(invoker.scope(), None));
     let result = match target {
@@ -242,7 +251,8 @@ async fn send(invoker: &Invoker, arn: &str, payload: Vec<u8>, what: &str) {
         }
         _ => Err(model::LambdaError::invalid_parameter(format!("{arn} is not a function"))),
     };
-    if let Err(e) = result {
+    if let Err(e) = &result {
         tracing::warn!(target = %arn, error = %e, "cannot deliver to the {what} target; only Lambda functions are supported so far");
     }
+    result.is_ok()
 }

@@ -56,6 +56,17 @@ pub enum Trigger {
     Http,
 }
 
+impl Trigger {
+    /// The name the ledger and metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Async => "async",
+            Self::Http => "http",
+        }
+    }
+}
+
 /// What a synchronous invocation produced.
 #[derive(Debug, Clone)]
 pub struct InvokeResult {

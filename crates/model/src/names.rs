@@ -32,6 +32,11 @@ impl Scope {
     }
 }
 
+/// Whether `s` is a 12-digit AWS account id.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 impl Default for Scope {
     fn default() -> Self {
         Self { region: "us-east-1".into(), account: "000000000000".into() }

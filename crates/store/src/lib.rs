@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! <data-dir>/stratus.db        functions, versions, tags, the async event queue (WAL mode)
+//! <data-dir>/ledger.db         one append-only row per invocation attempt (metering)
 //! <data-dir>/code/blobs/       deployment packages by SHA-256
 //! <data-dir>/code/trees/       the same packages unpacked, used as task roots and layers
 //! <data-dir>/code/layers/      merged `/opt` trees of functions with several layers
@@ -16,6 +17,7 @@
 pub mod code;
 pub mod db;
 pub mod layers;
+pub mod ledger;
 pub mod logs;
 pub mod queue;
 pub mod routes;
@@ -61,6 +63,8 @@ pub struct Store {
     pub logs: LogStore,
     /// Group-committing writer of the async event queue.
     pub queue: QueueWriter,
+    /// The metering ledger.
+    pub ledger: ledger::Ledger,
     root: PathBuf,
 }
 
@@ -73,6 +77,7 @@ impl Store {
         Ok(Self {
             db: Arc::new(Mutex::new(db)),
             queue,
+            ledger: ledger::Ledger::open(&root.join("ledger.db"))?,
             code: CodeStore::open(root.join("code"))?,
             logs: LogStore::open(root.join("logs"), log_limits)?,
             root: root.to_path_buf(),

@@ -13,16 +13,16 @@ use serde_json::Value;
 pub struct Endpoint {
     /// URL of the Stratus server.
     #[arg(long, env = "STRATUS_ENDPOINT", default_value = "http://127.0.0.1:9001", global = true)]
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Endpoint {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.endpoint.trim_end_matches('/'), path)
     }
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().timeout(Duration::from_secs(960)).build()?)
 }
 
@@ -31,7 +31,7 @@ fn path_segment(s: &str) -> String {
 }
 
 /// Turns an error response into a readable message.
-async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+pub(crate) async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
     if resp.status().is_success() {
         return Ok(resp);
     }

@@ -4,6 +4,7 @@
 
 mod cli;
 mod serve;
+mod usage;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,8 @@ enum Command {
     Logs(cli::LogsArgs),
     /// List, add and remove HTTP routes (API Gateway HTTP API style) to functions.
     Routes(cli::RoutesArgs),
+    /// Usage and cost from the ledger (month to date by default), as a table, JSON or CSV.
+    Usage(usage::UsageArgs),
 }
 
 /// Threads for the server's async work. Functions run on the same cores, so by default the
@@ -64,6 +67,7 @@ fn main() -> std::process::ExitCode {
             Command::Functions(args) => cli::functions(args).await.map(|_| 0),
             Command::Logs(args) => cli::logs(args).await.map(|_| 0),
             Command::Routes(args) => cli::routes(args).await.map(|_| 0),
+            Command::Usage(args) => usage::usage(args).await.map(|_| 0),
         }
     });
     match result {

@@ -73,6 +73,14 @@ pub struct ServeArgs {
     /// the host allows, and its function sees itself as uid 993, gid 990, as on Lambda).
     #[arg(long, env = "STRATUS_NO_USER_NAMESPACE")]
     no_user_namespace: bool,
+    /// A JSON file overriding AWS's us-east-1 prices, for everyone and per account (see
+    /// README: "Usage, cost and metrics").
+    #[arg(long, env = "STRATUS_PRICES")]
+    prices: Option<PathBuf>,
+    /// Do not record invocations in the ledger or the metrics (for measuring what metering
+    /// costs; usage reports then miss these invocations).
+    #[arg(long, env = "STRATUS_NO_METERING")]
+    no_metering: bool,
     /// Bytes of logs kept per function before the oldest are removed.
     #[arg(long, env = "STRATUS_LOG_BUDGET", default_value_t = 64 << 20)]
     log_budget: u64,
@@ -93,7 +101,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Ok(n) => tracing::info!(removed = n, "removed unreferenced code packages"),
         Err(e) => tracing::warn!(error = %e, "cannot collect unreferenced code packages"),
     }
+    let prices = match &args.prices {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            model::pricing::PriceBook::parse(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => model::pricing::PriceBook::default(),
+    };
+    let metrics = if args.no_metering {
+        tracing::warn!("--no-metering: invocations are not recorded in the ledger or the metrics");
+        None
+    } else {
+        Some(install_metrics()?)
+    };
     let mut config = invoke::InvokerConfig::new(scope.clone(), &data_dir);
+    config.metering = !args.no_metering;
     config.keep_alive = Duration::from_secs(args.keep_alive);
     config.max_envs_per_function = args.max_environments.max(1);
     config.async_retry_delay = Duration::from_secs(args.async_retry_delay);
@@ -143,7 +165,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_body: args.http_max_body,
         },
     );
-    let app = api::router(api::ApiState { store, invoker: invoker.clone(), scope, http: front.clone() });
+    let app = api::router(api::ApiState {
+        store,
+        invoker: invoker.clone(),
+        scope,
+        http: front.clone(),
+        prices: Arc::new(prices),
+        metrics,
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http_server = tokio::spawn(triggers::http::serve(http_listener, front, async move {
         let mut stop = stop_rx;
@@ -175,8 +204,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = http_server.await;
     tracing::info!("shutting down: stopping execution environments");
     invoker.shutdown();
+    invoker.flush_ledger().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
+}
+
+/// Installs the Prometheus recorder behind the `metrics` facade; returns what renders it.
+fn install_metrics() -> anyhow::Result<Arc<dyn Fn() -> String + Send + Sync>> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_milliseconds".into()), invoke::meter::DURATION_BUCKETS)?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    for (name, help) in invoke::meter::DESCRIPTIONS {
+        if name.ends_with("_total") {
+            metrics::describe_counter!(*name, *help);
+        } else if name.ends_with("_milliseconds") {
+            metrics::describe_histogram!(*name, metrics::Unit::Milliseconds, *help);
+        } else {
+            metrics::describe_gauge!(*name, *help);
+        }
+    }
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(Arc::new(move || handle.render()))
 }
 
 /// The isolating backend, or (only when asked for) the unisolated one.

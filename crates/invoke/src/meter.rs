@@ -1,0 +1,197 @@
+//! Metering: every invocation attempt becomes one ledger row and updates the metrics.
+//!
+//! Both are off the warm path's critical section: the ledger row is handed to the ledger's
+//! writer thread (which batches commits) and the metrics are atomic updates through the
+//! `metrics` facade (a no-op until the binary installs a recorder). Metric names follow
+//! CloudWatch's `AWS/Lambda` namespace in Prometheus's spelling (`Invocations` →
+//! `lambda_invocations_total`), labelled by account, function and version.
+
+use std::time::Duration;
+
+use model::invoke::Trigger;
+use model::ledger::{Outcome, Record};
+use model::logfmt::{Report, ReportStatus};
+
+use crate::env::Blueprint;
+
+pub const INVOCATIONS: &str = "lambda_invocations_total";
+pub const ERRORS: &str = "lambda_errors_total";
+pub const THROTTLES: &str = "lambda_throttles_total";
+pub const DURATION: &str = "lambda_duration_milliseconds";
+pub const INIT_DURATION: &str = "lambda_init_duration_milliseconds";
+pub const CONCURRENT_EXECUTIONS: &str = "lambda_concurrent_executions";
+pub const PROVISIONED_CONCURRENT_EXECUTIONS: &str = "lambda_provisioned_concurrent_executions";
+pub const PROVISIONED_UTILIZATION: &str = "lambda_provisioned_concurrency_utilization";
+pub const ASYNC_EVENTS_RECEIVED: &str = "lambda_async_events_received_total";
+pub const ASYNC_EVENT_AGE: &str = "lambda_async_event_age_milliseconds";
+pub const ASYNC_EVENTS_DROPPED: &str = "lambda_async_events_dropped_total";
+pub const DEAD_LETTER_ERRORS: &str = "lambda_dead_letter_errors_total";
+pub const ITERATOR_AGE: &str = "lambda_iterator_age_milliseconds";
+
+/// Every metric, its kind and what it means (for `# HELP`).
+pub const DESCRIPTIONS: &[(&str, &str)] = &[
+    (INVOCATIONS, "AWS/Lambda Invocations: billed invocation attempts, errors included, throttles not"),
+    (ERRORS, "AWS/Lambda Errors: invocations that ended in a function error, a crash or a timeout"),
+    (THROTTLES, "AWS/Lambda Throttles: invocation requests refused for concurrency or scaling"),
+    (DURATION, "AWS/Lambda Duration: time spent running the handler (init excluded), in ms"),
+    (INIT_DURATION, "Init Duration of cold starts, in ms"),
+    (CONCURRENT_EXECUTIONS, "AWS/Lambda ConcurrentExecutions: invocations in flight"),
+    (PROVISIONED_CONCURRENT_EXECUTIONS, "AWS/Lambda ProvisionedConcurrentExecutions: provisioned environments busy"),
+    (
+        PROVISIONED_UTILIZATION,
+        "AWS/Lambda ProvisionedConcurrencyUtilization: busy / allocated provisioned environments",
+    ),
+    (ASYNC_EVENTS_RECEIVED, "AWS/Lambda AsyncEventsReceived: events accepted for asynchronous invocation"),
+    (ASYNC_EVENT_AGE, "AWS/Lambda AsyncEventAge: time from queueing to each invocation attempt, in ms"),
+    (ASYNC_EVENTS_DROPPED, "AWS/Lambda AsyncEventsDropped: events discarded without a successful invocation"),
+    (DEAD_LETTER_ERRORS, "AWS/Lambda DeadLetterErrors: failed deliveries to a dead-letter target"),
+    (ITERATOR_AGE, "AWS/Lambda IteratorAge: age of the last record of a stream batch, in ms"),
+];
+
+/// Histogram buckets (ms) for the duration metrics.
+pub const DURATION_BUCKETS: &[f64] = &[
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    900000.0,
+];
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+fn labels(account: &str, bp: &Blueprint) -> [(&'static str, String); 3] {
+    [("account", account.to_string()), ("function", bp.config.name.clone()), ("version", bp.config.version.clone())]
+}
+
+/// How an invocation ended, for the ledger.
+pub fn outcome(report: &Report, function_error: bool) -> Outcome {
+    match &report.status {
+        ReportStatus::Timeout => Outcome::Timeout,
+        ReportStatus::Error(_) => Outcome::Unhandled,
+        ReportStatus::Success if function_error => Outcome::HandledError,
+        ReportStatus::Success => Outcome::Success,
+    }
+}
+
+/// Where metering goes. `None` ledger: metering is off (benchmarks compare the two).
+#[derive(Clone)]
+pub struct Meter {
+    pub ledger: Option<store::ledger::Ledger>,
+}
+
+impl Meter {
+    /// An attempt that ran (or failed to start, `cold` then): its REPORT gives the figures.
+    pub fn ran(
+        &self,
+        bp: &Blueprint,
+        request_id: &str,
+        trigger: Trigger,
+        report: &Report,
+        outcome: Outcome,
+        cold: bool,
+    ) {
+        let Some(ledger) = &self.ledger else { return };
+        let account = bp.scope.account.as_str();
+        let labels = labels(account, bp);
+        metrics::counter!(INVOCATIONS, &labels).increment(1);
+        if outcome.is_error() {
+            metrics::counter!(ERRORS, &labels).increment(1);
+        }
+        metrics::histogram!(DURATION, &labels).record(report.duration.as_secs_f64() * 1000.0);
+        if let Some(init) = report.init_duration {
+            metrics::histogram!(INIT_DURATION, &labels).record(init.as_secs_f64() * 1000.0);
+        }
+        let end_us = now_us();
+        let init_us = report.init_duration.map(|d| d.as_micros() as i64);
+        let duration_us = report.duration.as_micros() as i64;
+        ledger.record(Record {
+            request_id: request_id.to_string(),
+            account: account.to_string(),
+            function: bp.config.name.clone(),
+            version: bp.config.version.clone(),
+            trigger: trigger.as_str().to_string(),
+            architecture: bp.config.architecture.clone(),
+            start_us: end_us - duration_us - init_us.unwrap_or(0),
+            end_us,
+            duration_us,
+            init_us,
+            billed_ms: report.billed_ms() as i64,
+            memory_mb: bp.config.memory_mb,
+            max_memory_used_mb: report.max_memory_used_mb,
+            cold: cold || report.init_duration.is_some(),
+            outcome,
+        });
+    }
+
+    /// An attempt refused for concurrency or scaling.
+    pub fn throttled(&self, bp: &Blueprint, request_id: &str, trigger: Trigger) {
+        let Some(ledger) = &self.ledger else { return };
+        let account = bp.scope.account.as_str();
+        metrics::counter!(THROTTLES, &labels(account, bp)).increment(1);
+        let now = now_us();
+        ledger.record(Record {
+            request_id: request_id.to_string(),
+            account: account.to_string(),
+            function: bp.config.name.clone(),
+            version: bp.config.version.clone(),
+            trigger: trigger.as_str().to_string(),
+            architecture: bp.config.architecture.clone(),
+            start_us: now,
+            end_us: now,
+            duration_us: 0,
+            init_us: None,
+            billed_ms: 0,
+            memory_mb: bp.config.memory_mb,
+            max_memory_used_mb: 0,
+            cold: false,
+            outcome: Outcome::Throttled,
+        });
+    }
+}
+
+/// An asynchronous event was accepted.
+pub fn async_received(account: &str, function: &str) {
+    metrics::counter!(ASYNC_EVENTS_RECEIVED, "account" => account.to_string(), "function" => function.to_string())
+        .increment(1);
+}
+
+/// An asynchronous event is about to be attempted, `age` after it was queued.
+pub fn async_attempt(account: &str, function: &str, age: Duration) {
+    metrics::histogram!(ASYNC_EVENT_AGE, "account" => account.to_string(), "function" => function.to_string())
+        .record(age.as_secs_f64() * 1000.0);
+}
+
+/// An asynchronous event was discarded without success.
+pub fn async_dropped(account: &str, function: &str) {
+    metrics::counter!(ASYNC_EVENTS_DROPPED, "account" => account.to_string(), "function" => function.to_string())
+        .increment(1);
+}
+
+/// A delivery to a dead-letter target failed.
+pub fn dead_letter_error(account: &str, function: &str) {
+    metrics::counter!(DEAD_LETTER_ERRORS, "account" => account.to_string(), "function" => function.to_string())
+        .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(status: ReportStatus) -> Report {
+        Report {
+            request_id: "r".into(),
+            duration: Duration::from_millis(3),
+            memory_mb: 128,
+            max_memory_used_mb: 10,
+            init_duration: None,
+            status,
+        }
+    }
+
+    #[test]
+    fn outcomes_follow_the_report() {
+        assert_eq!(outcome(&report(ReportStatus::Success), false), Outcome::Success);
+        assert_eq!(outcome(&report(ReportStatus::Success), true), Outcome::HandledError);
+        assert_eq!(outcome(&report(ReportStatus::Timeout), true), Outcome::Timeout);
+        assert_eq!(outcome(&report(ReportStatus::Error("Runtime.ExitError".into())), true), Outcome::Unhandled);
+    }
+}

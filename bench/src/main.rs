@@ -7,10 +7,13 @@
 //! - `cold`: the time of an invocation that starts a new environment, per runtime, against
 //!   starting the same interpreter and handler directly.
 //! - `http`: a function URL against Invoke of the same function (latency and throughput).
+//! - `metering`: the same warm Invoke with metering on (the default) against `--no-metering`.
 //!
 //! Run `cargo build --release --workspace && target/release/stratus-bench all` (see README.md).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod metering;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -77,6 +80,19 @@ enum Cmd {
         requests: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// What metering costs: warm Invoke with a ledger row and metrics per invocation (the
+    /// default) against `--no-metering`, in alternating rounds.
+    Metering {
+        /// Sequential requests per side for p50/p99, split over the rounds.
+        #[arg(long, default_value_t = 3000)]
+        requests: usize,
+        /// Seconds measured per throughput round (after a 2 s warm-up).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Rounds per side; the sides alternate (off, on, off, on, ...).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// The floor: a plain hyper server echoing JSON (used by `warm`).
     Floor,
@@ -243,6 +259,19 @@ async fn latency_to(
     body: Bytes,
     n: usize,
 ) -> anyhow::Result<(Duration, Duration)> {
+    let mut samples = latency_samples(client, url, host, body, n).await?;
+    samples.sort();
+    Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
+}
+
+/// The times of `n` sequential requests (after 200 not timed), unsorted.
+async fn latency_samples(
+    client: &HttpClient,
+    url: &str,
+    host: Option<&str>,
+    body: Bytes,
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
     for _ in 0..200 {
         request_to(client, "POST", url, host, body.clone()).await?;
     }
@@ -255,8 +284,7 @@ async fn latency_to(
             bail!("status {status}");
         }
     }
-    samples.sort();
-    Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
+    Ok(samples)
 }
 
 /// CPU seconds used so far by process `pid` (all threads) and by all its live descendants
@@ -878,12 +906,16 @@ fn main() -> anyhow::Result<()> {
             Cmd::Sandbox { iterations, requests } => sandbox(&cli.bin_dir, iterations, requests).await,
             Cmd::Scale { concurrency, events } => scale(&cli.bin_dir, concurrency, events).await,
             Cmd::Http { requests, seconds } => http(&cli.bin_dir, requests, seconds).await,
+            Cmd::Metering { requests, seconds, rounds } => {
+                metering::metering(&cli.bin_dir, requests, seconds, rounds).await
+            }
             Cmd::All => {
                 warm(&cli.bin_dir, 3000, 10).await?;
                 cold(&cli.bin_dir, 15).await?;
                 sandbox(&cli.bin_dir, 15, 3000).await?;
                 scale(&cli.bin_dir, 200, 2000).await?;
-                http(&cli.bin_dir, 3000, 10).await
+                http(&cli.bin_dir, 3000, 10).await?;
+                metering::metering(&cli.bin_dir, 3000, 5, 3).await
             }
         }
     })

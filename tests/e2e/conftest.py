@@ -180,3 +180,13 @@ def invoke_json(lam, name, event=None, **kw):
     resp = lam.invoke(FunctionName=name, Payload=json.dumps(event if event is not None else {}), **kw)
     body = resp["Payload"].read()
     return resp, (json.loads(body) if body else None)
+
+
+def allow_public_url(lam, name, qualifier=None):
+    """The resource-policy statement a function URL with AuthType NONE needs (the console adds
+    it when it creates such a URL; the API and the CLI do not)."""
+    kw = {"Qualifier": qualifier} if qualifier else {}
+    lam.add_permission(
+        FunctionName=name, StatementId="FunctionURLAllowPublicAccess", Action="lambda:InvokeFunctionUrl",
+        Principal="*", FunctionUrlAuthType="NONE", **kw,
+    )

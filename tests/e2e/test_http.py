@@ -12,7 +12,7 @@ import urllib.parse
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import create, unique, zip_files
+from conftest import allow_public_url, create, unique, zip_files
 
 PY_BACKEND = r'''
 import base64, json
@@ -78,7 +78,10 @@ class Url:
 
 
 def make_url(lam, server, name, **kw):
-    created = lam.create_function_url_config(FunctionName=name, AuthType=kw.pop("AuthType", "NONE"), **kw)
+    auth = kw.pop("AuthType", "NONE")
+    created = lam.create_function_url_config(FunctionName=name, AuthType=auth, **kw)
+    if auth == "NONE":
+        allow_public_url(lam, name, kw.get("Qualifier"))
     return Url(server, created["FunctionUrl"]), created
 
 
@@ -227,6 +230,7 @@ def test_alias_url_runs_the_aliased_version_and_throttles_with_429(lam, server):
     lam.publish_version(FunctionName=name)
     lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
     created = lam.create_function_url_config(FunctionName=name, Qualifier="live", AuthType="NONE")
+    allow_public_url(lam, name, "live")
     url = Url(server, created["FunctionUrl"])
     status, _, body = url.request("GET", "/")
     assert status == 200 and json.loads(body)["version"] == "1"
@@ -428,6 +432,8 @@ def test_a_browser_passes_cors_preflight_and_fetches(lam, server, tmp_path):
         denied = lam.create_function_url_config(
             FunctionName=other, AuthType="NONE", Cors={"AllowOrigins": ["https://elsewhere.example"]}
         )["FunctionUrl"]
+        allow_public_url(lam, name)
+        allow_public_url(lam, other)
         page["html"] = BROWSER_PAGE % {"url": url, "denied": denied}
         out = subprocess.run(
             ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",

@@ -8,7 +8,7 @@ import json
 import time
 import urllib.parse
 
-from conftest import create, invoke_json, unique, zip_files
+from conftest import allow_public_url, create, invoke_json, unique, zip_files
 
 NODE_STREAMER = r'''
 exports.handler = awslambda.streamifyResponse(async (event, responseStream, context) => {
@@ -146,6 +146,7 @@ def test_streaming_function_url_sends_the_first_bytes_before_the_function_return
     name = unique("urlstream")
     create(lam, name, zip_files({"index.js": NODE_HTTP_STREAMER}), runtime="nodejs20.x", handler="index.handler")
     created = lam.create_function_url_config(FunctionName=name, AuthType="NONE", InvokeMode="RESPONSE_STREAM")
+    allow_public_url(lam, name)
     assert created["InvokeMode"] == "RESPONSE_STREAM"
     conn, host = url_connection(server, created["FunctionUrl"])
     started = time.time()
@@ -179,6 +180,7 @@ def test_streams_carry_more_than_the_buffered_limit(lam, server):
     create(lam, name, zip_files({"index.js": NODE_BIG}), runtime="nodejs20.x", handler="index.handler",
            Timeout=60, MemorySize=512)
     created = lam.create_function_url_config(FunctionName=name, AuthType="NONE", InvokeMode="RESPONSE_STREAM")
+    allow_public_url(lam, name)
     conn, host = url_connection(server, created["FunctionUrl"])
     conn.request("GET", "/?mb=24", headers={"Host": host})
     resp = conn.getresponse()

@@ -38,6 +38,10 @@ fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::ResourceNotReady => StatusCode::BAD_GATEWAY,
+        ErrorCode::MissingAuthenticationToken
+        | ErrorCode::UnrecognizedClient
+        | ErrorCode::InvalidSignature
+        | ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
     }
 }
 
@@ -56,8 +60,12 @@ pub fn error_body(e: &LambdaError) -> serde_json::Value {
             }
             v
         }
-        // Framework validation errors carry no `Type`.
-        ErrorCode::Validation => json!({ "message": e.message }),
+        // Framework validation and authentication errors carry no `Type`.
+        ErrorCode::Validation
+        | ErrorCode::MissingAuthenticationToken
+        | ErrorCode::UnrecognizedClient
+        | ErrorCode::InvalidSignature => json!({ "message": e.message }),
+        ErrorCode::AccessDenied => json!({ "Message": e.message }),
         _ => json!({ "Type": "User", "message": e.message }),
     }
 }

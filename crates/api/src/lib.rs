@@ -8,12 +8,15 @@
 //! verification belongs to the authentication work).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod auth;
 mod error;
 mod eventstream;
 mod functions;
 mod internal;
 mod invoke;
 mod layers;
+pub mod platform;
+mod policies;
 mod routes;
 mod urls;
 mod usage;
@@ -26,7 +29,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt;
@@ -46,8 +49,8 @@ pub struct ApiState {
     pub http: triggers::http::Front,
     /// Prices by account, for usage reports.
     pub prices: std::sync::Arc<model::pricing::PriceBook>,
-    /// Renders the Prometheus metrics (`None`: metrics are off).
-    pub metrics: Option<std::sync::Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Whether this is the default account's API, which may read every account's usage.
+    pub operator: bool,
 }
 
 /// The request id of the current request (also the invocation's id for Invoke).
@@ -65,7 +68,7 @@ pub(crate) async fn read_body(body: Body, limit: usize, operation: &str) -> Resu
     }
 }
 
-async fn request_context(mut req: Request, next: Next) -> Response {
+pub(crate) async fn request_context(mut req: Request, next: Next) -> Response {
     let id = model::invoke::new_request_id();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -104,6 +107,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/2014-11-13/functions/{name}/invoke-async", post(invoke_handlers::invoke_async))
         .route("/2014-11-13/functions/{name}/invoke-async/", post(invoke_handlers::invoke_async))
+        .route("/2015-03-31/functions/{name}/policy", post(policies::add_permission).get(policies::get_policy))
+        .route("/2015-03-31/functions/{name}/policy/{sid}", axum::routing::delete(policies::remove_permission))
         .route("/2015-03-31/functions/{name}/versions", post(v::publish_version).get(v::list_versions))
         .route("/2015-03-31/functions/{name}/aliases", post(v::create_alias).get(v::list_aliases))
         .route(
@@ -141,11 +146,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/2017-03-31/tags/{arn}", get(f::list_tags).post(f::tag_resource).delete(f::untag_resource))
         .route("/_stratus/usage", get(usage::usage))
         .route("/_stratus/ledger", get(usage::ledger))
-        .route("/metrics", get(usage::metrics))
         .merge(internal::router())
         .fallback(unknown_operation)
         // Bodies are bounded per operation by `read_body`.
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn(request_context))
         .with_state(state)
 }

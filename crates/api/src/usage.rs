@@ -67,7 +67,11 @@ pub async fn usage(State(state): State<ApiState>, Query(q): Query<UsageQuery>) -
             )))
         })?),
     };
-    let account = q.account.filter(|a| !a.is_empty());
+    let mut account = q.account.filter(|a| !a.is_empty());
+    if !state.operator {
+        // An account sees its own usage only; the default account's operator sees everyone's.
+        account = Some(state.scope.account.clone());
+    }
     if let Some(a) = &account
         && !model::names::is_account_id(a)
     {
@@ -140,21 +144,17 @@ pub struct LedgerQuery {
 /// Ledger rows: those of one request id (oldest first), or the newest (`limit`, default 100).
 pub async fn ledger(State(state): State<ApiState>, Query(q): Query<LedgerQuery>) -> Result<Response, ApiError> {
     let ledger = state.store.ledger.clone();
-    let rows = match q.request_id {
+    let own = (!state.operator).then(|| state.scope.account.clone());
+    let mut rows = match q.request_id {
         Some(id) => ledger.by_request(id).await,
-        None => ledger.recent(q.account.filter(|a| !a.is_empty()), q.limit.unwrap_or(100).clamp(1, 10_000)).await,
+        None => {
+            let account = own.clone().or(q.account.filter(|a| !a.is_empty()));
+            ledger.recent(account, q.limit.unwrap_or(100).clamp(1, 10_000)).await
+        }
     }
     .map_err(|e| ApiError(LambdaError::service(format!("cannot read the ledger: {e}"))))?;
-    Ok(Json(json!({ "records": rows })).into_response())
-}
-
-/// Prometheus text exposition of every metric (404 when metrics are off).
-pub async fn metrics(State(state): State<ApiState>) -> Response {
-    match &state.metrics {
-        Some(render) => {
-            state.invoker.update_gauges();
-            ([("content-type", "text/plain; version=0.0.4")], render()).into_response()
-        }
-        None => (axum::http::StatusCode::NOT_FOUND, "metrics are off\n").into_response(),
+    if let Some(own) = own {
+        rows.retain(|r| r.account == own);
     }
+    Ok(Json(json!({ "records": rows })).into_response())
 }

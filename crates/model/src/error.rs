@@ -22,6 +22,14 @@ pub enum ErrorCode {
     ResourceNotReady,
     InvalidRuntime,
     ProvisionedConcurrencyConfigNotFound,
+    /// No SigV4 signature at all.
+    MissingAuthenticationToken,
+    /// An access key the server does not know (or one revoked).
+    UnrecognizedClient,
+    /// A signature that does not match, or is outside the clock-skew window.
+    InvalidSignature,
+    /// Authenticated, but not allowed (no resource policy grants it).
+    AccessDenied,
 }
 
 impl ErrorCode {
@@ -41,6 +49,10 @@ impl ErrorCode {
             Self::ResourceNotReady => "ResourceNotReadyException",
             Self::InvalidRuntime => "InvalidRuntimeException",
             Self::ProvisionedConcurrencyConfigNotFound => "ProvisionedConcurrencyConfigNotFoundException",
+            Self::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            Self::UnrecognizedClient => "UnrecognizedClientException",
+            Self::InvalidSignature => "InvalidSignatureException",
+            Self::AccessDenied => "AccessDeniedException",
         }
     }
 }

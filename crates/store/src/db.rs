@@ -73,6 +73,14 @@ CREATE TABLE IF NOT EXISTS http_routes (
     route_key   TEXT PRIMARY KEY,
     config      TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS function_policies (
+    function    TEXT NOT NULL REFERENCES functions(name) ON DELETE CASCADE,
+    -- the qualifier, or '' for the unqualified function
+    qualifier   TEXT NOT NULL,
+    policy      TEXT NOT NULL,
+    revision_id TEXT NOT NULL,
+    PRIMARY KEY (function, qualifier)
+);
 CREATE TABLE IF NOT EXISTS layers (
     name         TEXT PRIMARY KEY,
     -- the number of the last published version (numbers are never reused)

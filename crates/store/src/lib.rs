@@ -14,11 +14,13 @@
 //! async task waits on SQLite. Nothing here knows HTTP or Lambda's wire shapes.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod accounts;
 pub mod code;
 pub mod db;
 pub mod layers;
 pub mod ledger;
 pub mod logs;
+pub mod policies;
 pub mod queue;
 pub mod routes;
 pub mod urls;
@@ -72,12 +74,20 @@ impl Store {
     /// Opens every store under `root`, creating what is missing.
     pub fn open(root: &Path, log_limits: LogLimits) -> Result<Self, StoreError> {
         std::fs::create_dir_all(root)?;
+        let ledger = ledger::Ledger::open(&root.join("ledger.db"))?;
+        Self::open_with_ledger(root, log_limits, ledger)
+    }
+
+    /// Opens the stores under `root` but records invocations in `ledger` (one ledger serves
+    /// every account).
+    pub fn open_with_ledger(root: &Path, log_limits: LogLimits, ledger: ledger::Ledger) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(root)?;
         let db = Db::open(&root.join("stratus.db"))?;
         let queue = QueueWriter::start(&root.join("stratus.db"))?;
         Ok(Self {
             db: Arc::new(Mutex::new(db)),
             queue,
-            ledger: ledger::Ledger::open(&root.join("ledger.db"))?,
+            ledger,
             code: CodeStore::open(root.join("code"))?,
             logs: LogStore::open(root.join("logs"), log_limits)?,
             root: root.to_path_buf(),

@@ -2,6 +2,7 @@
 //! small CLI that talks to a running server over its HTTP API.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod accounts;
 mod cli;
 mod serve;
 mod usage;
@@ -11,7 +12,8 @@ use clap::{Parser, Subcommand};
 /// Stratus: a self-hosted serverless platform that speaks AWS Lambda's APIs.
 ///
 /// Run `stratus serve`, then point the AWS CLI or an AWS SDK at it with
-/// `--endpoint-url http://127.0.0.1:9001` (any credentials are accepted).
+/// `--endpoint-url http://127.0.0.1:9001` (on loopback, any credentials act as the default
+/// account; `stratus accounts` creates accounts and keys).
 #[derive(Debug, Parser)]
 #[command(name = "stratus", version, about, long_about)]
 struct Cli {
@@ -31,6 +33,8 @@ enum Command {
     Logs(cli::LogsArgs),
     /// List, add and remove HTTP routes (API Gateway HTTP API style) to functions.
     Routes(cli::RoutesArgs),
+    /// Accounts (tenants) and their access keys (works on the data directory).
+    Accounts(accounts::AccountsArgs),
     /// Usage and cost from the ledger (month to date by default), as a table, JSON or CSV.
     Usage(usage::UsageArgs),
 }
@@ -67,6 +71,7 @@ fn main() -> std::process::ExitCode {
             Command::Functions(args) => cli::functions(args).await.map(|_| 0),
             Command::Logs(args) => cli::logs(args).await.map(|_| 0),
             Command::Routes(args) => cli::routes(args).await.map(|_| 0),
+            Command::Accounts(args) => accounts::run(args).map(|_| 0),
             Command::Usage(args) => usage::usage(args).await.map(|_| 0),
         }
     });

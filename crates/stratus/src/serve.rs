@@ -10,6 +10,12 @@ use anyhow::Context;
 use clap::Args;
 use model::Scope;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthArg {
+    Enforced,
+    Development,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Where functions, code, logs and the queue are kept.
@@ -81,6 +87,12 @@ pub struct ServeArgs {
     /// costs; usage reports then miss these invocations).
     #[arg(long, env = "STRATUS_NO_METERING")]
     no_metering: bool,
+    /// How API requests are authenticated: `enforced` (every request signed by an access key
+    /// of `stratus accounts`) or `development` (keys that exist are verified; unsigned requests
+    /// and unknown keys act as the default account). Default: development when listening on
+    /// loopback, enforced otherwise; development is refused on any other address.
+    #[arg(long, env = "STRATUS_AUTH", value_enum)]
+    auth: Option<AuthArg>,
     /// Bytes of logs kept per function before the oldest are removed.
     #[arg(long, env = "STRATUS_LOG_BUDGET", default_value_t = 64 << 20)]
     log_budget: u64,
@@ -114,6 +126,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Some(install_metrics()?)
     };
+    let auth_mode = auth_mode(&args)?;
     let mut config = invoke::InvokerConfig::new(scope.clone(), &data_dir);
     config.metering = !args.no_metering;
     config.keep_alive = Duration::from_secs(args.keep_alive);
@@ -146,7 +159,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let invoker = invoke::Invoker::start(config, store.clone(), catalogue, backend);
+    let accounts = store::accounts::Accounts::open(&data_dir, &scope.account).context("cannot open the accounts")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -155,24 +168,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (the HTTP front; --http-listen)", args.http_listen))?;
     let addr = listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
-    let front = triggers::http::Front::new(
-        invoker.clone(),
-        store.clone(),
-        triggers::http::HttpConfig {
-            scope: scope.clone(),
-            port: http_addr.port(),
-            domain: args.url_domain.clone(),
-            max_body: args.http_max_body,
-        },
-    );
-    let app = api::router(api::ApiState {
-        store,
-        invoker: invoker.clone(),
-        scope,
-        http: front.clone(),
+    let shared = Arc::new(Shared {
+        config,
+        store: store.clone(),
+        catalogue,
+        backend,
+        log_limits,
         prices: Arc::new(prices),
-        metrics,
+        http_port: http_addr.port(),
+        url_domain: args.url_domain.clone(),
+        http_max_body: args.http_max_body,
     });
+    let default_state = shared.tenant(&scope.account)?;
+    let front = default_state.http.clone();
+    let factory_shared = shared.clone();
+    let platform = api::platform::Platform::new(
+        api::auth::Authenticator::new(accounts, auth_mode, scope.account.clone(), scope.region.clone()),
+        default_state,
+        Box::new(move |account| factory_shared.tenant(account).map_err(|e| format!("{e:#}"))),
+        metrics,
+    );
+    platform.start_all().await.map_err(|e| anyhow::anyhow!("cannot start the accounts: {}", e.message))?;
+    match auth_mode {
+        api::auth::AuthMode::Enforced => {
+            tracing::info!("API requests must be signed with an access key (stratus accounts keys create)")
+        }
+        api::auth::AuthMode::Development => tracing::warn!(
+            "development authentication: unsigned requests and unknown access keys act as account {} (known keys are still verified); --auth enforced to require keys",
+            scope.account
+        ),
+    }
+    let app = platform.clone().app();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let http_server = tokio::spawn(triggers::http::serve(http_listener, front, async move {
         let mut stop = stop_rx;
@@ -203,10 +229,74 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     let _ = http_server.await;
     tracing::info!("shutting down: stopping execution environments");
-    invoker.shutdown();
-    invoker.flush_ledger().await;
+    platform.shutdown().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
+}
+
+/// What every account's API is built from.
+struct Shared {
+    config: invoke::InvokerConfig,
+    /// The default account's store (its ledger serves every account).
+    store: store::Store,
+    catalogue: runtimes::Catalogue,
+    backend: Arc<dyn sandbox::Backend>,
+    log_limits: store::LogLimits,
+    prices: Arc<model::pricing::PriceBook>,
+    http_port: u16,
+    url_domain: String,
+    http_max_body: usize,
+}
+
+impl Shared {
+    /// Starts one account's API: the default account lives in the data directory itself,
+    /// every other in `accounts/<id>/` with its own database, code, logs and environments.
+    fn tenant(&self, account: &str) -> anyhow::Result<api::ApiState> {
+        let default = account == self.config.scope.account;
+        let scope = Scope { region: self.config.scope.region.clone(), account: account.to_string() };
+        let mut config = self.config.clone();
+        config.scope = scope.clone();
+        let store = if default {
+            self.store.clone()
+        } else {
+            let dir = self.store.root().join("accounts").join(account);
+            let store = store::Store::open_with_ledger(&dir, self.log_limits, self.store.ledger.clone())
+                .with_context(|| format!("cannot open {}", dir.display()))?;
+            if let Err(e) = store.collect_garbage() {
+                tracing::warn!(account, error = %e, "cannot collect unreferenced code packages");
+            }
+            config.envs_dir = dir.join("envs");
+            store
+        };
+        let invoker = invoke::Invoker::start(config, store.clone(), self.catalogue.clone(), self.backend.clone());
+        let front = triggers::http::Front::new(
+            invoker.clone(),
+            store.clone(),
+            triggers::http::HttpConfig {
+                scope: scope.clone(),
+                port: self.http_port,
+                domain: self.url_domain.clone(),
+                max_body: self.http_max_body,
+            },
+        );
+        Ok(api::ApiState { store, invoker, scope, http: front, prices: self.prices.clone(), operator: default })
+    }
+}
+
+/// The authentication mode: asked for, or chosen by the address listened on.
+fn auth_mode(args: &ServeArgs) -> anyhow::Result<api::auth::AuthMode> {
+    use api::auth::AuthMode;
+    let loopback = args.listen.ip().is_loopback();
+    match args.auth {
+        Some(AuthArg::Enforced) => Ok(AuthMode::Enforced),
+        Some(AuthArg::Development) if !loopback => anyhow::bail!(
+            "--auth development is only allowed when listening on loopback (not {}): anyone who can reach the API could act as the default account",
+            args.listen
+        ),
+        Some(AuthArg::Development) => Ok(AuthMode::Development),
+        None if loopback => Ok(AuthMode::Development),
+        None => Ok(AuthMode::Enforced),
+    }
 }
 
 /// Installs the Prometheus recorder behind the `metrics` facade; returns what renders it.

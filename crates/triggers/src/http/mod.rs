@@ -49,12 +49,28 @@ struct Inner {
     store: store::Store,
     config: HttpConfig,
     /// URL id → its configuration (or `None`: no such URL), filled on demand.
-    urls: RwLock<HashMap<String, Option<Arc<UrlConfig>>>>,
+    urls: RwLock<HashMap<String, Option<Arc<ResolvedUrl>>>>,
+    /// The other accounts' fronts: a URL id not found here is looked up there.
+    others: RwLock<Vec<Front>>,
     /// The route table, loaded on first use after a change.
     routes: RwLock<Option<Arc<RouteTable>>>,
 }
 
 type RouteTable = Vec<(RouteKey, RouteConfig)>;
+
+/// A function URL and whether its function's resource policy lets anyone invoke it (AuthType
+/// NONE needs a `lambda:InvokeFunctionUrl` grant to `*`, as on AWS).
+pub struct ResolvedUrl {
+    config: UrlConfig,
+    public: bool,
+}
+
+impl std::ops::Deref for ResolvedUrl {
+    type Target = UrlConfig;
+    fn deref(&self) -> &UrlConfig {
+        &self.config
+    }
+}
 
 /// Beyond this many cached lookups (most of them misses), the cache starts over.
 const MAX_CACHED_URLS: usize = 10_000;
@@ -72,6 +88,7 @@ impl Front {
                 config,
                 urls: RwLock::new(HashMap::new()),
                 routes: RwLock::new(None),
+                others: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -123,7 +140,26 @@ impl Front {
         Router::new().fallback(handle).with_state(self.clone())
     }
 
-    async fn url(&self, url_id: &str) -> Result<Option<Arc<UrlConfig>>, LambdaError> {
+    /// Tells this front about the other accounts' fronts (URL ids are unique across accounts).
+    pub fn set_others(&self, others: Vec<Front>) {
+        *lock_poisoned(self.inner.others.write()) = others;
+    }
+
+    /// The front (this one or another account's) that serves a URL id, and the URL.
+    async fn find_url(&self, url_id: &str) -> Result<Option<(Front, Arc<ResolvedUrl>)>, LambdaError> {
+        if let Some(u) = self.url(url_id).await? {
+            return Ok(Some((self.clone(), u)));
+        }
+        let others = lock_poisoned(self.inner.others.read()).clone();
+        for other in others {
+            if let Some(u) = other.url(url_id).await? {
+                return Ok(Some((other, u)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn url(&self, url_id: &str) -> Result<Option<Arc<ResolvedUrl>>, LambdaError> {
         if let Some(hit) = lock_poisoned(self.inner.urls.read()).get(url_id) {
             return Ok(hit.clone());
         }
@@ -131,7 +167,19 @@ impl Front {
         let found = self
             .inner
             .store
-            .run(move |db| db.url_by_id(&id))
+            .run(move |db| {
+                let Some(config) = db.url_by_id(&id)? else { return Ok(None) };
+                let policy = db.get_policy(&config.function, config.qualifier.as_deref())?;
+                let public = policy.is_some_and(|(p, _)| {
+                    model::policy::allows(
+                        &p,
+                        &model::policy::Requester::Anonymous,
+                        "lambda:InvokeFunctionUrl",
+                        Some(config.auth_type.as_str()),
+                    )
+                });
+                Ok(Some(ResolvedUrl { config, public }))
+            })
             .await
             .map_err(|e| LambdaError::service(format!("cannot read the function URL: {e}")))?
             .map(Arc::new);
@@ -285,8 +333,8 @@ async fn serve_url(
     request_id: &str,
     req: Request,
 ) -> Response {
-    let url = match front.url(url_id).await {
-        Ok(Some(u)) => u,
+    let (front, url) = match front.find_url(url_id).await {
+        Ok(Some(found)) => found,
         Ok(None) => return failure(Flavor::Url, Failure::NotFound),
         Err(e) => {
             tracing::error!(error = %e, "function URL lookup failed");
@@ -297,6 +345,10 @@ async fn serve_url(
     if url.auth_type != AUTH_NONE && !signed(req.headers()) {
         // AWS_IAM: until authentication exists, a SigV4 `Authorization` header is required but
         // its signature is not verified (README, "Function URLs").
+        return failure(Flavor::Url, Failure::Unsigned);
+    }
+    if url.auth_type == AUTH_NONE && !url.public {
+        // AuthType NONE without a resource policy letting `*` invoke the URL: AWS refuses.
         return failure(Flavor::Url, Failure::Unsigned);
     }
     if let Some(cors) = &url.cors
@@ -337,7 +389,7 @@ async fn serve_url(
     };
     let payload = event::v2(&info, &target, &parts.headers, &body);
     let mut resp = invoke(
-        front,
+        &front,
         Flavor::Url,
         &url.function,
         url.qualifier.clone(),

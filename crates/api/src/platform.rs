@@ -1,0 +1,295 @@
+//! The multi-account front door: every API request is authenticated (SigV4, `auth`), then
+//! served by its account's own Lambda API (`router`) over that account's own store and
+//! invoker, so accounts never share functions, limits or execution environments.
+//!
+//! A request naming another account's function by ARN is served by that account, but only if
+//! the function's resource policy grants the caller the action (AddPermission); otherwise it
+//! is refused with `AccessDeniedException`, as AWS does.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use model::policy::Requester;
+use model::{ErrorCode, FunctionRef, LambdaError, NameUse};
+use tower::ServiceExt;
+
+use crate::auth::{Authenticator, Caller};
+use crate::error::ApiError;
+use crate::{ApiState, request_context};
+
+/// The largest request body accepted before authentication (a 50 MB zip, base64-encoded, in
+/// CreateFunction's JSON; each operation then applies its own, smaller limit).
+pub const MAX_SIGNED_BODY: usize = 70 * 1024 * 1024;
+
+/// Builds an account's API state (its store, invoker and HTTP front) on first use.
+pub type TenantFactory = Box<dyn Fn(&str) -> Result<ApiState, String> + Send + Sync>;
+
+struct Tenant {
+    state: ApiState,
+    router: Router,
+}
+
+/// Every account's API behind one authenticator.
+pub struct Platform {
+    auth: Authenticator,
+    default_account: String,
+    tenants: RwLock<HashMap<String, Arc<Tenant>>>,
+    factory: TenantFactory,
+    creating: tokio::sync::Mutex<()>,
+    metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Platform {
+    /// `default_state` serves the default account (and unsigned requests in development mode).
+    pub fn new(
+        auth: Authenticator,
+        default_state: ApiState,
+        factory: TenantFactory,
+        metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    ) -> Arc<Self> {
+        let default_account = default_state.scope.account.clone();
+        let tenant = Arc::new(Tenant { router: crate::router(default_state.clone()), state: default_state });
+        let platform = Arc::new(Self {
+            auth,
+            default_account: default_account.clone(),
+            tenants: RwLock::new(HashMap::from([(default_account, tenant)])),
+            factory,
+            creating: tokio::sync::Mutex::new(()),
+            metrics,
+        });
+        platform.link_fronts();
+        platform
+    }
+
+    /// Makes every account's HTTP front able to find the others' function URLs.
+    fn link_fronts(&self) {
+        let tenants: Vec<Arc<Tenant>> = read(&self.tenants).values().cloned().collect();
+        for t in &tenants {
+            let others = tenants
+                .iter()
+                .filter(|o| o.state.scope.account != t.state.scope.account)
+                .map(|o| o.state.http.clone())
+                .collect();
+            t.state.http.set_others(others);
+        }
+    }
+
+    /// The API of `account`, started on first use; `None` if there is no such account.
+    pub async fn tenant_state(&self, account: &str) -> Result<Option<ApiState>, LambdaError> {
+        Ok(self.tenant(account).await?.map(|t| t.state.clone()))
+    }
+
+    async fn tenant(&self, account: &str) -> Result<Option<Arc<Tenant>>, LambdaError> {
+        if let Some(t) = read(&self.tenants).get(account) {
+            return Ok(Some(t.clone()));
+        }
+        let _one_at_a_time = self.creating.lock().await;
+        if let Some(t) = read(&self.tenants).get(account) {
+            return Ok(Some(t.clone()));
+        }
+        let accounts = self.auth.accounts().clone();
+        let id = account.to_string();
+        let exists = tokio::task::spawn_blocking(move || accounts.account_exists(&id))
+            .await
+            .map_err(|_| LambdaError::service("cannot read the accounts"))?
+            .map_err(|e| LambdaError::service(format!("cannot read the accounts: {e}")))?;
+        if !exists {
+            return Ok(None);
+        }
+        let state = (self.factory)(account).map_err(|e| {
+            tracing::error!(account, error = %e, "cannot start an account");
+            LambdaError::service("cannot start the account")
+        })?;
+        tracing::info!(account, "account started");
+        let tenant = Arc::new(Tenant { router: crate::router(state.clone()), state });
+        self.tenants.write().unwrap_or_else(|p| p.into_inner()).insert(account.to_string(), tenant.clone());
+        self.link_fronts();
+        Ok(Some(tenant))
+    }
+
+    /// Starts every account that exists (so their queued events and provisioned concurrency
+    /// resume at start-up).
+    pub async fn start_all(&self) -> Result<(), LambdaError> {
+        let accounts = self.auth.accounts().clone();
+        let all = tokio::task::spawn_blocking(move || accounts.list_accounts())
+            .await
+            .map_err(|_| LambdaError::service("cannot read the accounts"))?
+            .map_err(|e| LambdaError::service(format!("cannot read the accounts: {e}")))?;
+        for a in all {
+            self.tenant(&a.id).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every account's environments and flushes the ledger.
+    pub async fn shutdown(&self) {
+        let tenants: Vec<Arc<Tenant>> = read(&self.tenants).values().cloned().collect();
+        for t in &tenants {
+            t.state.invoker.shutdown();
+        }
+        for t in &tenants {
+            t.state.invoker.flush_ledger().await;
+        }
+    }
+
+    /// The application: request ids, authentication, then the caller's (or the function
+    /// owner's) API.
+    pub fn app(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/metrics", axum::routing::get(metrics))
+            .route("/_stratus/health", axum::routing::get(open))
+            .fallback(dispatch)
+            .layer(middleware::from_fn(request_context))
+            .with_state(self)
+    }
+}
+
+/// Prometheus metrics of every account.
+async fn metrics(State(p): State<Arc<Platform>>) -> Response {
+    let Some(render) = &p.metrics else {
+        return (StatusCode::NOT_FOUND, "metrics are off\n").into_response();
+    };
+    let tenants: Vec<Arc<Tenant>> = read(&p.tenants).values().cloned().collect();
+    for t in tenants {
+        t.state.invoker.update_gauges();
+    }
+    ([("content-type", "text/plain; version=0.0.4")], render()).into_response()
+}
+
+/// Endpoints that need no signature (health checks).
+async fn open(State(p): State<Arc<Platform>>, req: Request) -> Response {
+    let tenant = read(&p.tenants).get(&p.default_account).cloned();
+    match tenant {
+        Some(t) => t.router.clone().oneshot(req).await.into_response(),
+        None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+/// The action a request performs on another account's function, for its resource policy.
+fn foreign_action(method: &Method, path: &str) -> Option<(&'static str, String)> {
+    let rest = path.split_once("/functions/")?.1;
+    let (raw, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let name = percent_encoding::percent_decode_str(raw).decode_utf8().ok()?.into_owned();
+    let action = match (method.as_str(), tail) {
+        ("POST", "invocations")
+        | ("POST", "response-streaming-invocations")
+        | ("POST", "invoke-async")
+        | ("POST", "invoke-async/") => "lambda:InvokeFunction",
+        ("GET", "") => "lambda:GetFunction",
+        ("GET", "configuration") => "lambda:GetFunctionConfiguration",
+        _ => "lambda:Other",
+    };
+    Some((action, name))
+}
+
+fn access_denied(caller: &Caller, action: &str, resource: &str) -> ApiError {
+    ApiError(LambdaError::new(
+        ErrorCode::AccessDenied,
+        format!(
+            "User: {} is not authorized to perform: {action} on resource: {resource} because no resource-based policy allows the {action} action",
+            caller.arn()
+        ),
+    ))
+}
+
+/// Whether another account's function lets `caller` perform `action` (its unqualified policy,
+/// or the policy of the qualifier named).
+async fn granted(target: &ApiState, caller: &Caller, action: &str, r: &FunctionRef) -> Result<bool, ApiError> {
+    let (name, qualifier) = (r.name.clone(), r.qualifier.clone());
+    let policies = target
+        .store
+        .run(move |db| {
+            let mut found = vec![db.get_policy(&name, None)?];
+            if let Some(q) = &qualifier {
+                found.push(db.get_policy(&name, Some(q))?);
+            }
+            Ok(found)
+        })
+        .await
+        .map_err(|e| ApiError::internal("cannot read the policy", e))?;
+    let who = Requester::Account(&caller.account);
+    Ok(policies.into_iter().flatten().any(|(p, _)| model::policy::allows(&p, &who, action, None)))
+}
+
+async fn dispatch(State(p): State<Arc<Platform>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match crate::read_body(body, MAX_SIGNED_BODY, "request").await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let caller = match p.auth.authenticate(&parts.method, &parts.uri, &parts.headers, &body).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(method = %parts.method, path = %parts.uri.path(), error = e.code.as_str(), "request refused");
+            return ApiError(e).into_response();
+        }
+    };
+    let mut account = caller.account.clone();
+    if let Some((action, name)) = foreign_action(&parts.method, parts.uri.path())
+        && let Ok(r) = FunctionRef::parse(&name, NameUse::Reference)
+        && let Some(owner) = r.account.clone().filter(|a| *a != caller.account)
+    {
+        let resource = match &r.qualifier {
+            Some(q) => {
+                format!("arn:aws:lambda:{}:{owner}:function:{}:{q}", r.region.as_deref().unwrap_or("us-east-1"), r.name)
+            }
+            None => {
+                format!("arn:aws:lambda:{}:{owner}:function:{}", r.region.as_deref().unwrap_or("us-east-1"), r.name)
+            }
+        };
+        let target = match p.tenant(&owner).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return access_denied(&caller, action, &resource).into_response(),
+            Err(e) => return ApiError(e).into_response(),
+        };
+        match granted(&target.state, &caller, action, &r).await {
+            Ok(true) => account = owner,
+            Ok(false) => return access_denied(&caller, action, &resource).into_response(),
+            Err(e) => return e.into_response(),
+        }
+    }
+    let tenant = match p.tenant(&account).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return ApiError(LambdaError::new(
+                ErrorCode::UnrecognizedClient,
+                "The security token included in the request is invalid.",
+            ))
+            .into_response();
+        }
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let mut req = Request::from_parts(parts, Body::from(body));
+    req.extensions_mut().insert(caller);
+    tenant.router.clone().oneshot(req).await.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_on_foreign_functions() {
+        let f = |m: Method, p: &str| foreign_action(&m, p);
+        assert_eq!(
+            f(
+                Method::POST,
+                "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A111111111111%3Afunction%3Ag/invocations"
+            ),
+            Some(("lambda:InvokeFunction", "arn:aws:lambda:us-east-1:111111111111:function:g".to_string()))
+        );
+        assert_eq!(f(Method::GET, "/2015-03-31/functions/g").map(|a| a.0), Some("lambda:GetFunction"));
+        assert_eq!(f(Method::DELETE, "/2015-03-31/functions/g").map(|a| a.0), Some("lambda:Other"));
+        assert_eq!(f(Method::GET, "/2015-03-31/functions"), None);
+    }
+}

@@ -285,6 +285,6 @@ mod tests {
         assert!(!a.revoke_key(&key.access_key_id).unwrap());
         assert_eq!(a.lookup(&key.access_key_id).unwrap(), None);
         assert!(matches!(a.create_key("222222222222"), Err(StoreError::NotFound)));
-        assert_eq!(a.list_keys(Some("111111111111")).unwrap()[0].revoked_ms.is_some(), true);
+        assert!(a.list_keys(Some("111111111111")).unwrap()[0].revoked_ms.is_some());
     }
 }

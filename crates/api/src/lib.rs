@@ -4,8 +4,8 @@
 //! This is the only crate that knows Lambda's JSON wire shapes. Handlers parse and validate
 //! at the edge, then call the store and the invoker; [`error::ApiError`] is the one place
 //! errors become HTTP. Every response carries `x-amzn-RequestId`; for Invoke it is the request
-//! id the function sees. Requests signed with any SigV4 credentials are accepted (signature
-//! verification belongs to the authentication work).
+//! id the function sees. [`router`] is one account's API; [`platform::Platform`] puts every
+//! account's behind SigV4 authentication ([`auth`]).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod auth;

@@ -136,6 +136,7 @@ pub async fn invoke(
                 client_context,
                 request_id,
                 trigger: Trigger::Api,
+                trace: header(&headers, "x-amzn-trace-id").map(str::to_string),
             };
             let result = state.invoker.invoke(req).await?;
             let mut resp = (StatusCode::OK, result.payload).into_response();
@@ -211,6 +212,7 @@ pub async fn invoke_with_response_stream(
         client_context,
         request_id,
         trigger: Trigger::Api,
+        trace: header(&headers, "x-amzn-trace-id").map(str::to_string),
     };
     let streamed = state.invoker.invoke_stream(req).await?;
     let version = streamed.executed_version.clone();

@@ -152,13 +152,6 @@ fn errno_text(errno: i32) -> String {
     }
 }
 
-fn trace_id() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let root = uuid::Uuid::new_v4().simple().to_string();
-    let parent = uuid::Uuid::new_v4().simple().to_string();
-    format!("Root=1-{secs:08x}-{};Parent={};Sampled=0", &root[..24], &parent[..16])
-}
-
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
@@ -416,10 +409,12 @@ impl Environment {
     /// Runs one invocation.
     /// With `sink`, a streamed response goes there as it arrives (`Start`, then chunks; the
     /// caller sends `End`); without, it is collected like a buffered one (up to 6 MB).
+    #[allow(clippy::too_many_arguments)]
     pub async fn invoke(
         &mut self,
         request_id: &str,
         invoked_arn: &str,
+        trace_header: String,
         payload: Bytes,
         client_context: Option<String>,
         want_tail: bool,
@@ -437,7 +432,7 @@ impl Environment {
             payload,
             deadline_ms,
             invoked_function_arn: invoked_arn.to_string(),
-            trace_id: trace_id(),
+            trace_id: trace_header,
             client_context,
             cognito_identity: None,
             reply: tx,

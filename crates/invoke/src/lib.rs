@@ -15,6 +15,7 @@ mod admission;
 mod capture;
 mod env;
 pub mod meter;
+pub mod otel;
 mod pool;
 mod provisioned;
 mod queue;
@@ -77,6 +78,8 @@ pub struct InvokerConfig {
     pub scaling_window: Duration,
     /// Record every attempt in the ledger and the metrics (off only to measure what it costs).
     pub metering: bool,
+    /// Export a span per invocation to this OTLP/HTTP traces URL, as this service name.
+    pub otlp: Option<(String, String)>,
 }
 
 impl InvokerConfig {
@@ -95,6 +98,7 @@ impl InvokerConfig {
             scaling_burst: 1000,
             scaling_window: Duration::from_secs(10),
             metering: true,
+            otlp: None,
         }
     }
 }
@@ -188,7 +192,8 @@ impl Invoker {
             }
             Err(e) => tracing::error!(error = %e, "cannot read reserved concurrency"),
         }
-        let meter = meter::Meter { ledger: config.metering.then(|| store.ledger.clone()) };
+        let exporter = config.otlp.clone().map(|(url, service)| otel::Exporter::start(url, service));
+        let meter = meter::Meter { ledger: config.metering.then(|| store.ledger.clone()), exporter };
         let inner = Arc::new(Inner {
             meter,
             config,
@@ -614,6 +619,7 @@ impl Invoker {
         let reserved = self.reserved(&req.function, &st).await?;
         let bp = pool.blueprint.clone();
         let meter = &self.inner.meter;
+        let traced = meter.trace(req.trace.as_deref());
         let _permit = admission::admit(&self.inner.account, &st.concurrency, reserved)
             .inspect_err(|_| meter.throttled(&bp, &req.request_id, req.trigger))?;
         let invoked_arn = match &req.qualifier {
@@ -654,7 +660,7 @@ impl Invoker {
                             init_duration: None,
                             status: model::logfmt::ReportStatus::Error(start.failure.error_type.clone()),
                         });
-                        meter.ran(&bp, &req.request_id, req.trigger, &report, meter::outcome(&report, true), true);
+                        meter.ran(&bp, &req, &report, meter::outcome(&report, true), true, &traced);
                         let result = InvokeResult {
                             payload: start.failure.body,
                             function_error: Some("Unhandled"),
@@ -667,11 +673,20 @@ impl Invoker {
                 }
             }
         };
-        let done =
-            env.invoke(&req.request_id, &invoked_arn, req.payload, req.client_context, req.tail, sink.as_ref()).await;
+        let done = env
+            .invoke(
+                &req.request_id,
+                &invoked_arn,
+                traced.header(),
+                req.payload.clone(),
+                req.client_context.clone(),
+                req.tail,
+                sink.as_ref(),
+            )
+            .await;
         tracing::debug!(function = %bp.config.name, "{}", done.report.line());
         let outcome = meter::outcome(&done.report, done.result.is_err());
-        meter.ran(&bp, &req.request_id, req.trigger, &done.report, outcome, false);
+        meter.ran(&bp, &req, &done.report, outcome, false, &traced);
         if !done.reusable {
             tracing::info!(function = %bp.config.name, request_id = %req.request_id, env = env.id, "environment stopped after a failed invocation");
         }
@@ -742,6 +757,7 @@ impl Invoker {
             client_context: None,
             request_id: ev.request_id.clone(),
             trigger: Trigger::Async,
+            trace: None,
         };
         async move {
             // Deliveries wait their turn for the function's concurrency instead of being

@@ -8,11 +8,13 @@
 
 use std::time::Duration;
 
-use model::invoke::Trigger;
+use model::invoke::{InvokeRequest, Trigger};
 use model::ledger::{Outcome, Record};
 use model::logfmt::{Report, ReportStatus};
+use model::trace::TraceContext;
 
 use crate::env::Blueprint;
+use crate::otel::{Attr, Exporter, Span};
 
 pub const INVOCATIONS: &str = "lambda_invocations_total";
 pub const ERRORS: &str = "lambda_errors_total";
@@ -72,23 +74,63 @@ pub fn outcome(report: &Report, function_error: bool) -> Outcome {
     }
 }
 
-/// Where metering goes. `None` ledger: metering is off (benchmarks compare the two).
+/// Where metering goes. `None` ledger: metering is off (benchmarks compare the two); `None`
+/// exporter: no traces are exported.
 #[derive(Clone)]
 pub struct Meter {
     pub ledger: Option<store::ledger::Ledger>,
+    pub exporter: Option<Exporter>,
+}
+
+/// An invocation's trace context and its own span id.
+pub struct Traced {
+    pub context: TraceContext,
+    pub span_id: String,
+}
+
+impl Traced {
+    /// What the function sees as `_X_AMZN_TRACE_ID`: this invocation's span is its parent.
+    pub fn header(&self) -> String {
+        self.context.header(&self.span_id)
+    }
+}
+
+/// The OpenTelemetry FaaS trigger of an invocation.
+fn faas_trigger(t: Trigger) -> &'static str {
+    match t {
+        Trigger::Http => "http",
+        Trigger::Api | Trigger::Async => "other",
+    }
 }
 
 impl Meter {
+    /// The trace an invocation joins (the caller's, or a new one) and its span id. A new
+    /// trace is sampled when traces are exported; a caller's says itself.
+    pub fn trace(&self, header: Option<&str>) -> Traced {
+        let context = header.and_then(TraceContext::parse).unwrap_or_else(|| {
+            let secs =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            TraceContext::new(secs, self.exporter.is_some())
+        });
+        Traced { context, span_id: model::trace::new_span_id() }
+    }
+
     /// An attempt that ran (or failed to start, `cold` then): its REPORT gives the figures.
     pub fn ran(
         &self,
         bp: &Blueprint,
-        request_id: &str,
-        trigger: Trigger,
+        req: &InvokeRequest,
         report: &Report,
         outcome: Outcome,
         cold: bool,
+        traced: &Traced,
     ) {
+        if let Some(exporter) = &self.exporter
+            && traced.context.sampled
+        {
+            exporter.export(span(bp, req, report, outcome, cold, traced));
+        }
+        let (request_id, trigger) = (req.request_id.as_str(), req.trigger);
         let Some(ledger) = &self.ledger else { return };
         let account = bp.scope.account.as_str();
         let labels = labels(account, bp);
@@ -145,6 +187,40 @@ impl Meter {
             cold: false,
             outcome: Outcome::Throttled,
         });
+    }
+}
+
+/// The span of one invocation, timed by its REPORT (INIT included).
+fn span(bp: &Blueprint, req: &InvokeRequest, report: &Report, outcome: Outcome, cold: bool, traced: &Traced) -> Span {
+    let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let took = (report.duration + report.init_duration.unwrap_or_default()).as_nanos();
+    let error = match &report.status {
+        ReportStatus::Success if outcome == Outcome::HandledError => Some("Unhandled".to_string()),
+        ReportStatus::Success => None,
+        ReportStatus::Timeout => Some("Sandbox.Timedout".to_string()),
+        ReportStatus::Error(t) => Some(t.clone()),
+    };
+    Span {
+        trace_id: traced.context.trace_id.clone(),
+        span_id: traced.span_id.clone(),
+        parent: traced.context.parent.clone(),
+        name: bp.config.name.clone(),
+        start_unix_ns: end.saturating_sub(took),
+        end_unix_ns: end,
+        attributes: vec![
+            ("faas.invocation_id", Attr::Str(req.request_id.clone())),
+            ("faas.name", Attr::Str(bp.config.name.clone())),
+            ("faas.version", Attr::Str(bp.config.version.clone())),
+            ("faas.trigger", Attr::Str(faas_trigger(req.trigger).into())),
+            ("faas.coldstart", Attr::Bool(cold || report.init_duration.is_some())),
+            ("faas.max_memory", Attr::Int(i64::from(bp.config.memory_mb) * 1024 * 1024)),
+            ("cloud.account.id", Attr::Str(bp.scope.account.clone())),
+            ("cloud.region", Attr::Str(bp.scope.region.clone())),
+            ("cloud.resource_id", Attr::Str(bp.arn.clone())),
+            ("stratus.outcome", Attr::Str(outcome.as_str().into())),
+            ("stratus.billed_ms", Attr::Int(report.billed_ms() as i64)),
+        ],
+        error,
     }
 }
 

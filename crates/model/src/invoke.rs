@@ -43,8 +43,10 @@ pub struct InvokeRequest {
     pub client_context: Option<String>,
     /// The request id the caller and the function both see.
     pub request_id: String,
-    /// What started this invocation, for logs and (later) the ledger.
+    /// What started this invocation, for logs and the ledger.
     pub trigger: Trigger,
+    /// The caller's `X-Amzn-Trace-Id`, if it sent one (the invocation joins that trace).
+    pub trace: Option<String>,
 }
 
 /// The source of an invocation.

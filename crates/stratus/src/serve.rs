@@ -93,6 +93,13 @@ pub struct ServeArgs {
     /// loopback, enforced otherwise; development is refused on any other address.
     #[arg(long, env = "STRATUS_AUTH", value_enum)]
     auth: Option<AuthArg>,
+    /// Export a span per invocation to this OpenTelemetry collector (OTLP/HTTP, JSON):
+    /// `http://host:4318` sends to `…/v1/traces`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// The service name spans carry.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "stratus")]
+    otel_service_name: String,
     /// Bytes of logs kept per function before the oldest are removed.
     #[arg(long, env = "STRATUS_LOG_BUDGET", default_value_t = 64 << 20)]
     log_budget: u64,
@@ -129,6 +136,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let auth_mode = auth_mode(&args)?;
     let mut config = invoke::InvokerConfig::new(scope.clone(), &data_dir);
     config.metering = !args.no_metering;
+    config.otlp = args.otlp_endpoint.as_ref().map(|e| {
+        let e = e.trim_end_matches('/');
+        let url = if e.ends_with("/v1/traces") { e.to_string() } else { format!("{e}/v1/traces") };
+        tracing::info!(%url, "exporting a trace span per invocation");
+        (url, args.otel_service_name.clone())
+    });
     config.keep_alive = Duration::from_secs(args.keep_alive);
     config.max_envs_per_function = args.max_environments.max(1);
     config.async_retry_delay = Duration::from_secs(args.async_retry_delay);

@@ -490,6 +490,7 @@ async fn invoke(
         client_context: None,
         request_id: request_id.to_string(),
         trigger: Trigger::Http,
+        trace: None,
     };
     if stream {
         return streaming::answer(front, flavor, req, parse).await;

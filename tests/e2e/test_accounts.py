@@ -288,3 +288,34 @@ def test_function_urls_with_auth_none_need_a_resource_policy(lam, server):
     assert get()[0] == 200
     lam.remove_permission(FunctionName=name, StatementId="public")
     assert get()[0] == 403
+
+
+def test_iam_function_urls_verify_the_signature_and_the_policy(enforced):
+    import http.client
+
+    ka, kb = new_key(enforced, A), new_key(enforced, B)
+    a = as_client(enforced, ka)
+    name = unique("iam-url")
+    create(a, name, ECHO)
+    url = a.create_function_url_config(FunctionName=name, AuthType="AWS_IAM")["FunctionUrl"]
+    host = urllib.parse.urlsplit(url).netloc
+    port = urllib.parse.urlsplit(enforced.http_endpoint).port
+
+    def call(key, secret=None, body=b'{"x": 1}', tamper=False):
+        req = AWSRequest(method="POST", url=f"http://{host}/path", data=body)
+        creds = Credentials(key["access_key_id"], secret or key["secret_access_key"])
+        botocore.auth.SigV4Auth(creds, "lambda", "us-east-1").add_auth(req)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {**dict(req.prepare().headers), "Host": host}
+        c.request("POST", "/path", body=b'{"x": 2}' if tamper else body, headers=headers)
+        r = c.getresponse()
+        return r.status, r.read()
+
+    first = call(ka)
+    assert first[0] == 200, first
+    assert call(ka, secret="z" * 40) == (403, b'{"Message":"Forbidden"}')
+    assert call(ka, tamper=True)[0] == 403
+    assert call(kb)[0] == 403
+    a.add_permission(FunctionName=name, StatementId="b-url", Action="lambda:InvokeFunctionUrl", Principal=B,
+                     FunctionUrlAuthType="AWS_IAM")
+    assert call(kb)[0] == 200

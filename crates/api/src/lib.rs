@@ -8,7 +8,7 @@
 //! account's behind SigV4 authentication ([`auth`]).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod auth;
+pub use auth;
 mod error;
 mod eventstream;
 mod functions;

@@ -37,7 +37,7 @@ struct Tenant {
 
 /// Every account's API behind one authenticator.
 pub struct Platform {
-    auth: Authenticator,
+    auth: Arc<Authenticator>,
     default_account: String,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
     factory: TenantFactory,
@@ -60,7 +60,7 @@ impl Platform {
         let default_account = default_state.scope.account.clone();
         let tenant = Arc::new(Tenant { router: crate::router(default_state.clone()), state: default_state });
         let platform = Arc::new(Self {
-            auth,
+            auth: Arc::new(auth),
             default_account: default_account.clone(),
             tenants: RwLock::new(HashMap::from([(default_account, tenant)])),
             factory,
@@ -81,6 +81,7 @@ impl Platform {
                 .map(|o| o.state.http.clone())
                 .collect();
             t.state.http.set_others(others);
+            t.state.http.set_authenticator(self.auth.clone());
         }
     }
 

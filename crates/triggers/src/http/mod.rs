@@ -52,6 +52,8 @@ struct Inner {
     urls: RwLock<HashMap<String, Option<Arc<ResolvedUrl>>>>,
     /// The other accounts' fronts: a URL id not found here is looked up there.
     others: RwLock<Vec<Front>>,
+    /// Verifies `AWS_IAM` URL requests (without one, a signature need only be present).
+    authenticator: RwLock<Option<Arc<auth::Authenticator>>>,
     /// The route table, loaded on first use after a change.
     routes: RwLock<Option<Arc<RouteTable>>>,
 }
@@ -63,6 +65,8 @@ type RouteTable = Vec<(RouteKey, RouteConfig)>;
 pub struct ResolvedUrl {
     config: UrlConfig,
     public: bool,
+    /// The function's (or alias's) resource policy, for callers from other accounts.
+    policy: Option<serde_json::Value>,
 }
 
 impl std::ops::Deref for ResolvedUrl {
@@ -89,6 +93,7 @@ impl Front {
                 urls: RwLock::new(HashMap::new()),
                 routes: RwLock::new(None),
                 others: RwLock::new(Vec::new()),
+                authenticator: RwLock::new(None),
             }),
         }
     }
@@ -140,6 +145,11 @@ impl Front {
         Router::new().fallback(handle).with_state(self.clone())
     }
 
+    /// Verify `AWS_IAM` URL requests with `auth` from now on.
+    pub fn set_authenticator(&self, auth: Arc<auth::Authenticator>) {
+        *lock_poisoned(self.inner.authenticator.write()) = Some(auth);
+    }
+
     /// Tells this front about the other accounts' fronts (URL ids are unique across accounts).
     pub fn set_others(&self, others: Vec<Front>) {
         *lock_poisoned(self.inner.others.write()) = others;
@@ -169,16 +179,16 @@ impl Front {
             .store
             .run(move |db| {
                 let Some(config) = db.url_by_id(&id)? else { return Ok(None) };
-                let policy = db.get_policy(&config.function, config.qualifier.as_deref())?;
-                let public = policy.is_some_and(|(p, _)| {
+                let policy = db.get_policy(&config.function, config.qualifier.as_deref())?.map(|(p, _)| p);
+                let public = policy.as_ref().is_some_and(|p| {
                     model::policy::allows(
-                        &p,
+                        p,
                         &model::policy::Requester::Anonymous,
                         "lambda:InvokeFunctionUrl",
                         Some(config.auth_type.as_str()),
                     )
                 });
-                Ok(Some(ResolvedUrl { config, public }))
+                Ok(Some(ResolvedUrl { config, public, policy }))
             })
             .await
             .map_err(|e| LambdaError::service(format!("cannot read the function URL: {e}")))?
@@ -342,21 +352,19 @@ async fn serve_url(
         }
     };
     let origin = req.headers().get("origin").and_then(|v| v.to_str().ok()).map(str::to_string);
-    if url.auth_type != AUTH_NONE && !signed(req.headers()) {
-        // AWS_IAM: until authentication exists, a SigV4 `Authorization` header is required but
-        // its signature is not verified (README, "Function URLs").
-        return failure(Flavor::Url, Failure::Unsigned);
-    }
-    if url.auth_type == AUTH_NONE && !url.public {
-        // AuthType NONE without a resource policy letting `*` invoke the URL: AWS refuses.
-        return failure(Flavor::Url, Failure::Unsigned);
-    }
     if let Some(cors) = &url.cors
         && req.method() == Method::OPTIONS
         && let Some(o) = &origin
         && req.headers().contains_key("access-control-request-method")
     {
         return preflight(cors, o, req.headers());
+    }
+    if url.auth_type == AUTH_NONE && !url.public {
+        // AuthType NONE without a resource policy letting `*` invoke the URL: AWS refuses.
+        return failure(Flavor::Url, Failure::Unsigned);
+    }
+    if url.auth_type != AUTH_NONE && !signed(req.headers()) {
+        return failure(Flavor::Url, Failure::Unsigned);
     }
     let method = req.method().clone();
     let protocol = protocol_of(&req);
@@ -367,6 +375,9 @@ async fn serve_url(
         Ok(b) => b,
         Err(f) => return failure(Flavor::Url, f),
     };
+    if url.auth_type != AUTH_NONE && !iam_allowed(&front, &url, &parts, &body).await {
+        return failure(Flavor::Url, Failure::Unsigned);
+    }
     let domain = host.split(':').next().unwrap_or(host);
     let no_params = BTreeMap::new();
     let account = if url.auth_type == AUTH_NONE { "anonymous" } else { front.inner.config.scope.account.as_str() };
@@ -457,6 +468,30 @@ async fn serve_route(front: &Front, host: &str, peer: SocketAddr, request_id: &s
 pub const ROUTES_API_ID: &str = "stratus";
 
 /// True when the request carries a SigV4 `Authorization` header.
+/// Whether an `AWS_IAM` URL request is signed by the function's own account, or by one its
+/// policy grants `lambda:InvokeFunctionUrl`.
+async fn iam_allowed(front: &Front, url: &ResolvedUrl, parts: &axum::http::request::Parts, body: &[u8]) -> bool {
+    let authenticator = lock_poisoned(front.inner.authenticator.read()).clone();
+    let Some(authenticator) = authenticator else { return true };
+    let caller = match authenticator.authenticate(&parts.method, &parts.uri, &parts.headers, body).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(error = e.code.as_str(), "function URL request refused: {}", e.message);
+            return false;
+        }
+    };
+    let owner = &front.inner.config.scope.account;
+    caller.account == *owner
+        || url.policy.as_ref().is_some_and(|p| {
+            model::policy::allows(
+                p,
+                &model::policy::Requester::Account(&caller.account),
+                "lambda:InvokeFunctionUrl",
+                Some("AWS_IAM"),
+            )
+        })
+}
+
 fn signed(headers: &HeaderMap) -> bool {
     headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 "))
 }

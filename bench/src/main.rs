@@ -437,6 +437,15 @@ async fn http(bin_dir: &Path, requests: usize, seconds: u64) -> anyhow::Result<(
         bail!("create the function URL: {status} {}", String::from_utf8_lossy(&body));
     }
     let config: serde_json::Value = serde_json::from_slice(&body)?;
+    // AuthType NONE answers only once the resource policy lets anyone invoke the URL.
+    let permission = serde_json::json!({
+        "StatementId": "public", "Action": "lambda:InvokeFunctionUrl", "Principal": "*", "FunctionUrlAuthType": "NONE",
+    });
+    let policy_url = stratus.proc.url("/2015-03-31/functions/bench-url/policy");
+    let (status, body) = request(&stratus.client, "POST", &policy_url, permission.to_string().into()).await?;
+    if status != 201 {
+        bail!("allow the function URL: {status} {}", String::from_utf8_lossy(&body));
+    }
     let function_url = config["FunctionUrl"].as_str().context("no FunctionUrl")?;
     let host = function_url.trim_start_matches("http://").trim_end_matches('/').to_string();
     let front = *stratus.proc.more.first().context("no HTTP front address")?;

@@ -319,3 +319,20 @@ def test_iam_function_urls_verify_the_signature_and_the_policy(enforced):
     a.add_permission(FunctionName=name, StatementId="b-url", Action="lambda:InvokeFunctionUrl", Principal=B,
                      FunctionUrlAuthType="AWS_IAM")
     assert call(kb)[0] == 200
+
+
+def test_the_stratus_cli_signs_with_the_environments_credentials(enforced):
+    import os
+
+    key = new_key(enforced, A)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    run = lambda env, *args: subprocess.run(  # noqa: E731
+        [str(BIN), *args, "--endpoint", enforced.endpoint], capture_output=True, text=True, timeout=60, env=env
+    )
+    unsigned = run(base, "usage", "--output", "json")
+    assert unsigned.returncode != 0 and "MissingAuthenticationTokenException" in unsigned.stderr
+    signed_env = {**base, "AWS_ACCESS_KEY_ID": key["access_key_id"], "AWS_SECRET_ACCESS_KEY": key["secret_access_key"]}
+    out = run(signed_env, "usage", "--output", "json")
+    assert out.returncode == 0, out.stderr
+    assert {a["account"] for a in json.loads(out.stdout)["accounts"]} <= {A}
+    assert run(signed_env, "functions").returncode == 0

@@ -9,6 +9,8 @@ use base64::Engine;
 use clap::Args;
 use serde_json::Value;
 
+use crate::sign::SendSigned;
+
 #[derive(Debug, Args)]
 pub struct Endpoint {
     /// URL of the Stratus server.
@@ -84,7 +86,7 @@ pub async fn invoke(args: InvokeArgs) -> anyhow::Result<u8> {
         .header("X-Amz-Invocation-Type", itype)
         .header("X-Amz-Log-Type", "Tail")
         .body(payload)
-        .send()
+        .send_signed()
         .await
         .with_context(|| format!("cannot reach Stratus at {}", args.endpoint.endpoint))?;
     let resp = check(resp).await?;
@@ -137,7 +139,7 @@ pub async fn functions(args: FunctionsArgs) -> anyhow::Result<()> {
         }
         let resp = http
             .get(url)
-            .send()
+            .send_signed()
             .await
             .with_context(|| format!("cannot reach Stratus at {}", args.endpoint.endpoint))?;
         let page: Value = check(resp).await?.json().await?;
@@ -217,7 +219,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
         }
         let resp = http
             .get(url)
-            .send()
+            .send_signed()
             .await
             .with_context(|| format!("cannot reach Stratus at {}", args.endpoint.endpoint))?;
         let page: Value = check(resp).await?.json().await?;
@@ -278,7 +280,7 @@ pub async fn routes(args: RoutesArgs) -> anyhow::Result<()> {
     let reach = || format!("cannot reach Stratus at {}", args.endpoint.endpoint);
     match args.action.unwrap_or(RoutesAction::List) {
         RoutesAction::List => {
-            let resp = http.get(args.endpoint.url("/_stratus/routes")).send().await.with_context(reach)?;
+            let resp = http.get(args.endpoint.url("/_stratus/routes")).send_signed().await.with_context(reach)?;
             let body: Value = check(resp).await?.json().await?;
             let routes = body["Routes"].as_array().cloned().unwrap_or_default();
             if routes.is_empty() {
@@ -307,7 +309,8 @@ pub async fn routes(args: RoutesArgs) -> anyhow::Result<()> {
                 "Qualifier": qualifier,
                 "PayloadFormatVersion": payload_format,
             });
-            let resp = http.put(args.endpoint.url("/_stratus/routes")).json(&body).send().await.with_context(reach)?;
+            let resp =
+                http.put(args.endpoint.url("/_stratus/routes")).json(&body).send_signed().await.with_context(reach)?;
             let r: Value = check(resp).await?.json().await?;
             println!(
                 "{} → {}  ({})",
@@ -318,7 +321,7 @@ pub async fn routes(args: RoutesArgs) -> anyhow::Result<()> {
         }
         RoutesAction::Delete { route_key } => {
             let url = args.endpoint.url(&format!("/_stratus/routes?RouteKey={}", path_segment(&route_key)));
-            check(http.delete(url).send().await.with_context(reach)?).await?;
+            check(http.delete(url).send_signed().await.with_context(reach)?).await?;
             println!("deleted {route_key}");
         }
     }

@@ -5,6 +5,7 @@
 mod accounts;
 mod cli;
 mod serve;
+mod sign;
 mod usage;
 
 use clap::{Parser, Subcommand};

@@ -5,6 +5,7 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 
 use crate::cli::{Endpoint, check, client};
+use crate::sign::SendSigned;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Output {
@@ -83,7 +84,7 @@ pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
         .collect();
     let resp = client()?
         .get(args.endpoint.url(&format!("/_stratus/usage?{}", query.join("&"))))
-        .send()
+        .send_signed()
         .await
         .with_context(|| format!("cannot reach Stratus at {}", args.endpoint.endpoint))?;
     let report: Value = check(resp).await?.json().await?;

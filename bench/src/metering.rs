@@ -21,6 +21,9 @@ use super::{
     zip_of,
 };
 
+/// The name of the server's thread that commits ledger rows (`store::ledger`).
+const LEDGER_THREAD: &str = "stratus-ledger";
+
 /// One side's figures, summed over its rounds.
 #[derive(Default)]
 struct Side {
@@ -34,8 +37,27 @@ struct Side {
     server_cpu: Vec<f64>,
     /// CPU seconds per request of the server's descendants (the function processes), per round.
     function_cpu: Vec<f64>,
+    /// CPU seconds per request of the server's ledger writer thread, per round.
+    ledger_cpu: Vec<f64>,
     /// Requests known to have reached the function (timed ones only; warm-ups not counted).
     invoked: f64,
+}
+
+/// CPU seconds used so far by the threads of process `pid` named `name` (0 if there are none).
+fn thread_cpu_seconds(pid: u32, name: &str) -> f64 {
+    let mut total = 0.0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        if &stat[open + 1..close] != name {
+            continue;
+        }
+        // utime and stime are the 12th and 13th fields after the command name, in USER_HZ.
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks: f64 = f.get(11..13).into_iter().flatten().filter_map(|v| v.parse::<f64>().ok()).sum();
+        total += ticks / 100.0;
+    }
+    total
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -88,15 +110,16 @@ pub async fn metering(bin_dir: &Path, requests: usize, seconds: u64, rounds: usi
     for _ in 0..rounds {
         for (s, side) in servers.iter().zip(sides.iter_mut()) {
             let pid = s.proc.child.id();
-            let c0 = cpu_seconds(pid);
+            let (c0, l0) = (cpu_seconds(pid), thread_cpu_seconds(pid, LEDGER_THREAD));
             let (r, e) = throughput_to(&client, &s.invoke_url("bench-meter"), None, body.clone(), 32, seconds).await?;
-            let c1 = cpu_seconds(pid);
+            let (c1, l1) = (cpu_seconds(pid), thread_cpu_seconds(pid, LEDGER_THREAD));
             // CPU is read around the 2 s warm-up too, which runs at the same rate.
             let served = r * (seconds + 2) as f64;
             side.rps.push(r);
             side.errors += e;
             side.server_cpu.push((c1.0 - c0.0) / served);
             side.function_cpu.push((c1.1 - c0.1) / served);
+            side.ledger_cpu.push((l1 - l0) / served);
             side.invoked += r * seconds as f64;
         }
     }
@@ -118,6 +141,7 @@ pub async fn metering(bin_dir: &Path, requests: usize, seconds: u64, rounds: usi
     let (orps, nrps) = (mean(&o.rps), mean(&n.rps));
     let (os, ns) = (mean(&o.server_cpu) * 1e6, mean(&n.server_cpu) * 1e6);
     let (of, nf) = (mean(&o.function_cpu) * 1e6, mean(&n.function_cpu) * 1e6);
+    let (ol, nl) = (mean(&o.ledger_cpu) * 1e6, mean(&n.ledger_cpu) * 1e6);
     println!(
         "| throughput, concurrency 32, {rounds} alternating rounds of {seconds} s per side | off | on | on/off | cost |"
     );
@@ -125,6 +149,7 @@ pub async fn metering(bin_dir: &Path, requests: usize, seconds: u64, rounds: usi
     println!("| requests/s | {orps:.0} | {nrps:.0} | {:.3} | {:+.1}% |", nrps / orps, (1.0 - nrps / orps) * 100.0);
     println!("| errors | {} | {} | | |", o.errors, n.errors);
     println!("| server CPU per request | {os:.1} µs | {ns:.1} µs | {:.3}x | {:+.1}% |", ns / os, cost(os, ns));
+    println!("| of which the ledger writer thread (`{LEDGER_THREAD}`) | {ol:.1} µs | {nl:.1} µs | | |");
     println!(
         "| function processes' CPU per request | {of:.1} µs | {nf:.1} µs | {:.3}x | {:+.1}% |",
         nf / of,

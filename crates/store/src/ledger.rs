@@ -1,10 +1,12 @@
 //! The ledger: one append-only row per invocation attempt, in its own database
 //! (`<data-dir>/ledger.db`) so metering never waits on the metadata database's lock.
 //!
-//! The invoke path hands a row to [`Ledger::record`] and goes on; a writer thread commits
-//! whatever rows are waiting in one transaction (many under load, one when idle), so a row is
-//! on disk within one commit of its invocation ending. [`Ledger::flush`] waits for every row
-//! recorded before it (shutdown calls it). Triggers refuse UPDATE and DELETE: the ledger is
+//! The invoke path hands a row to [`Ledger::record`] and goes on; a writer thread wakes for
+//! the first row, lets more gather for [`LINGER`], and commits them all in one transaction, so a
+//! row is on disk within about 20 ms of its invocation ending. Committing each row as it came
+//! cost ~35 µs of CPU per invocation (SQLite's per-commit work, and a thread woken per row,
+//! competing with functions for the cores: BENCHMARKS.md); in batches it is a few µs.
+//! [`Ledger::flush`] waits for every row recorded before it (shutdown calls it). Triggers refuse UPDATE and DELETE: the ledger is
 //! only ever appended to.
 
 use std::path::Path;
@@ -57,7 +59,9 @@ pub struct Ledger {
 }
 
 /// The most rows one transaction carries.
-const BATCH: usize = 1024;
+const BATCH: usize = 4096;
+/// How long the writer lets rows gather after the first before committing them.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
@@ -264,6 +268,10 @@ fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> Result<(), rusqlite::Er
 
 fn run(mut conn: Connection, rx: mpsc::Receiver<Op>) {
     while let Ok(first) = rx.recv() {
+        // Sleeping (not waiting on the channel) means senders do not wake this thread per row.
+        if matches!(first, Op::Record(_)) {
+            std::thread::sleep(LINGER);
+        }
         let mut ops = vec![first];
         while ops.len() < BATCH {
             match rx.try_recv() {

@@ -49,6 +49,8 @@ pub struct Blueprint {
     pub isolated_network: bool,
     pub init_timeout: Duration,
     pub runtime_api_ip: std::net::IpAddr,
+    /// This version's metric handles, registered on first use.
+    pub metrics: std::sync::OnceLock<crate::meter::Handles>,
 }
 
 /// The Runtime API port inside an isolated network (Lambda's own).

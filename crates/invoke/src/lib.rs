@@ -550,6 +550,7 @@ impl Invoker {
             launch,
             init_timeout: cfg.init_timeout,
             runtime_api_ip: cfg.runtime_api_ip,
+            metrics: std::sync::OnceLock::new(),
         }))
     }
 

@@ -64,6 +64,30 @@ fn labels(account: &str, bp: &Blueprint) -> [(&'static str, String); 3] {
     [("account", account.to_string()), ("function", bp.config.name.clone()), ("version", bp.config.version.clone())]
 }
 
+/// One function version's metrics, registered once (looking a metric up by its labels on
+/// every invocation costs more than updating it).
+#[derive(Debug)]
+pub struct Handles {
+    invocations: metrics::Counter,
+    errors: metrics::Counter,
+    throttles: metrics::Counter,
+    duration: metrics::Histogram,
+    init_duration: metrics::Histogram,
+}
+
+impl Handles {
+    fn new(account: &str, bp: &Blueprint) -> Self {
+        let labels = labels(account, bp);
+        Self {
+            invocations: metrics::counter!(INVOCATIONS, &labels),
+            errors: metrics::counter!(ERRORS, &labels),
+            throttles: metrics::counter!(THROTTLES, &labels),
+            duration: metrics::histogram!(DURATION, &labels),
+            init_duration: metrics::histogram!(INIT_DURATION, &labels),
+        }
+    }
+}
+
 /// How an invocation ended, for the ledger.
 pub fn outcome(report: &Report, function_error: bool) -> Outcome {
     match &report.status {
@@ -133,14 +157,14 @@ impl Meter {
         let (request_id, trigger) = (req.request_id.as_str(), req.trigger);
         let Some(ledger) = &self.ledger else { return };
         let account = bp.scope.account.as_str();
-        let labels = labels(account, bp);
-        metrics::counter!(INVOCATIONS, &labels).increment(1);
+        let m = bp.metrics.get_or_init(|| Handles::new(account, bp));
+        m.invocations.increment(1);
         if outcome.is_error() {
-            metrics::counter!(ERRORS, &labels).increment(1);
+            m.errors.increment(1);
         }
-        metrics::histogram!(DURATION, &labels).record(report.duration.as_secs_f64() * 1000.0);
+        m.duration.record(report.duration.as_secs_f64() * 1000.0);
         if let Some(init) = report.init_duration {
-            metrics::histogram!(INIT_DURATION, &labels).record(init.as_secs_f64() * 1000.0);
+            m.init_duration.record(init.as_secs_f64() * 1000.0);
         }
         let end_us = now_us();
         let init_us = report.init_duration.map(|d| d.as_micros() as i64);
@@ -168,7 +192,7 @@ impl Meter {
     pub fn throttled(&self, bp: &Blueprint, request_id: &str, trigger: Trigger) {
         let Some(ledger) = &self.ledger else { return };
         let account = bp.scope.account.as_str();
-        metrics::counter!(THROTTLES, &labels(account, bp)).increment(1);
+        bp.metrics.get_or_init(|| Handles::new(account, bp)).throttles.increment(1);
         let now = now_us();
         ledger.record(Record {
             request_id: request_id.to_string(),

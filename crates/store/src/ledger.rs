@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS invocations (
     outcome       TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS invocations_by_account_time ON invocations (account, start_us);
-CREATE INDEX IF NOT EXISTS invocations_by_request ON invocations (request_id);
+-- No index on request_id: inserting into a B-tree of random UUIDs cost ~9 µs per row (4x the
+-- rest of the row); looking a request up scans from the newest row instead.
+DROP INDEX IF EXISTS invocations_by_request;
 CREATE TRIGGER IF NOT EXISTS invocations_no_update BEFORE UPDATE ON invocations
     BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS invocations_no_delete BEFORE DELETE ON invocations
@@ -132,13 +134,17 @@ impl Ledger {
         self.read(move |c| usage(c, account.as_deref(), from_us, to_us, group)).await
     }
 
-    /// Every row of one request id (an async event retried has several), oldest first.
+    /// The rows of one request id (an async event retried has several; at most 16), oldest
+    /// first. Scans from the newest row: quick for recent requests, a full scan for unknown ones.
     pub async fn by_request(&self, request_id: String) -> Result<Vec<Record>, StoreError> {
         self.read(move |c| {
-            let mut stmt =
-                c.prepare_cached(&format!("SELECT {COLUMNS} FROM invocations WHERE request_id = ?1 ORDER BY seq"))?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM invocations WHERE request_id = ?1 ORDER BY seq DESC LIMIT 16"
+            ))?;
             let rows = stmt.query_map([request_id], row)?;
-            rows.collect()
+            let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
+            rows.reverse();
+            Ok(rows)
         })
         .await
     }

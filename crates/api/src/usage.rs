@@ -154,7 +154,7 @@ pub async fn ledger(State(state): State<ApiState>, Query(q): Query<LedgerQuery>)
     }
     .map_err(|e| ApiError(LambdaError::service(format!("cannot read the ledger: {e}"))))?;
     if let Some(own) = own {
-        rows.retain(|r| r.account == own);
+        rows.retain(|r| *r.account == *own);
     }
     Ok(Json(json!({ "records": rows })).into_response())
 }

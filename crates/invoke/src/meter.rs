@@ -73,12 +73,21 @@ pub struct Handles {
     throttles: metrics::Counter,
     duration: metrics::Histogram,
     init_duration: metrics::Histogram,
+    /// The names every ledger row of this version repeats.
+    account: std::sync::Arc<str>,
+    function: std::sync::Arc<str>,
+    version: std::sync::Arc<str>,
+    architecture: std::sync::Arc<str>,
 }
 
 impl Handles {
     fn new(account: &str, bp: &Blueprint) -> Self {
         let labels = labels(account, bp);
         Self {
+            account: account.into(),
+            function: bp.config.name.as_str().into(),
+            version: bp.config.version.as_str().into(),
+            architecture: bp.config.architecture.as_str().into(),
             invocations: metrics::counter!(INVOCATIONS, &labels),
             errors: metrics::counter!(ERRORS, &labels),
             throttles: metrics::counter!(THROTTLES, &labels),
@@ -171,11 +180,11 @@ impl Meter {
         let duration_us = report.duration.as_micros() as i64;
         ledger.record(Record {
             request_id: request_id.to_string(),
-            account: account.to_string(),
-            function: bp.config.name.clone(),
-            version: bp.config.version.clone(),
-            trigger: trigger.as_str().to_string(),
-            architecture: bp.config.architecture.clone(),
+            account: m.account.clone(),
+            function: m.function.clone(),
+            version: m.version.clone(),
+            trigger: trigger.as_str().into(),
+            architecture: m.architecture.clone(),
             start_us: end_us - duration_us - init_us.unwrap_or(0),
             end_us,
             duration_us,
@@ -192,15 +201,16 @@ impl Meter {
     pub fn throttled(&self, bp: &Blueprint, request_id: &str, trigger: Trigger) {
         let Some(ledger) = &self.ledger else { return };
         let account = bp.scope.account.as_str();
-        bp.metrics.get_or_init(|| Handles::new(account, bp)).throttles.increment(1);
+        let m = bp.metrics.get_or_init(|| Handles::new(account, bp));
+        m.throttles.increment(1);
         let now = now_us();
         ledger.record(Record {
             request_id: request_id.to_string(),
-            account: account.to_string(),
-            function: bp.config.name.clone(),
-            version: bp.config.version.clone(),
-            trigger: trigger.as_str().to_string(),
-            architecture: bp.config.architecture.clone(),
+            account: m.account.clone(),
+            function: m.function.clone(),
+            version: m.version.clone(),
+            trigger: trigger.as_str().into(),
+            architecture: m.architecture.clone(),
             start_us: now,
             end_us: now,
             duration_us: 0,

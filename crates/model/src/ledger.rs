@@ -4,6 +4,9 @@
 //! included, GB-seconds = memory (GB, 1 GB = 1,024 MB) × billed seconds. Sums are kept in
 //! integer MB-milliseconds so a month of invocations adds up without rounding drift.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// How an invocation attempt ended.
@@ -49,17 +52,18 @@ impl Outcome {
     }
 }
 
-/// One invocation attempt, as the ledger keeps it (append-only).
+/// One invocation attempt, as the ledger keeps it (append-only). The names a function's
+/// every row repeats are shared, so recording a row allocates only its request id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub request_id: String,
-    pub account: String,
-    pub function: String,
-    pub version: String,
+    pub account: Arc<str>,
+    pub function: Arc<str>,
+    pub version: Arc<str>,
     /// `api`, `async`, `http`, … (see [`crate::invoke::Trigger::as_str`]).
-    pub trigger: String,
+    pub trigger: Cow<'static, str>,
     /// `x86_64` or `arm64`.
-    pub architecture: String,
+    pub architecture: Arc<str>,
     /// Unix time in microseconds when the attempt began and ended.
     pub start_us: i64,
     pub end_us: i64,

@@ -42,6 +42,20 @@ impl Drop for ExpeditedRcu {
     }
 }
 
+/// Lowers the calling thread's scheduling priority (nice 10). The platform's bookkeeping
+/// threads (the ledger's and the logs' writers) batch work that can wait a few milliseconds;
+/// at nice 0 their bursts preempt the request path and functions on a small machine
+/// (BENCHMARKS.md: p99 latency with the ledger on). Best effort: failures are ignored.
+pub fn background_thread() {
+    // SAFETY: gettid and setpriority take no pointers; on Linux, PRIO_PROCESS with a thread id
+    // sets that one thread's nice value.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,7 +48,7 @@ CREATE TRIGGER IF NOT EXISTS invocations_no_delete BEFORE DELETE ON invocations
 ";
 
 enum Op {
-    Record(Box<Record>),
+    Record(Record),
     Flush(oneshot::Sender<()>),
 }
 
@@ -86,7 +86,7 @@ impl Ledger {
 
     /// Appends a row; returns at once (the writer commits it within one batch).
     pub fn record(&self, record: Record) {
-        if self.tx.send(Op::Record(Box::new(record))).is_err() {
+        if self.tx.send(Op::Record(record)).is_err() {
             tracing::error!("the ledger writer stopped; an invocation was not recorded");
         }
     }
@@ -182,11 +182,11 @@ fn row(r: &rusqlite::Row<'_>) -> Result<Record, rusqlite::Error> {
     let outcome: String = r.get(14)?;
     Ok(Record {
         request_id: r.get(0)?,
-        account: r.get(1)?,
-        function: r.get(2)?,
-        version: r.get(3)?,
-        trigger: r.get(4)?,
-        architecture: r.get(5)?,
+        account: r.get::<_, String>(1)?.into(),
+        function: r.get::<_, String>(2)?.into(),
+        version: r.get::<_, String>(3)?.into(),
+        trigger: r.get::<_, String>(4)?.into(),
+        architecture: r.get::<_, String>(5)?.into(),
         start_us: r.get(6)?,
         end_us: r.get(7)?,
         duration_us: r.get(8)?,
@@ -254,11 +254,11 @@ fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> Result<(), rusqlite::Er
     )?;
     stmt.execute(params![
         r.request_id,
-        r.account,
-        r.function,
-        r.version,
-        r.trigger,
-        r.architecture,
+        &*r.account,
+        &*r.function,
+        &*r.version,
+        &*r.trigger,
+        &*r.architecture,
         r.start_us,
         r.end_us,
         r.duration_us,
@@ -273,6 +273,7 @@ fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> Result<(), rusqlite::Er
 }
 
 fn run(mut conn: Connection, rx: mpsc::Receiver<Op>) {
+    crate::background_thread_started();
     while let Ok(first) = rx.recv() {
         // Sleeping (not waiting on the channel) means senders do not wake this thread per row.
         if matches!(first, Op::Record(_)) {

@@ -33,6 +33,20 @@ pub use db::{AsyncEvent, Db};
 pub use logs::{LogCursor, LogEvent, LogLimits, LogRecord, LogSink, LogStore};
 pub use queue::QueueWriter;
 
+static BACKGROUND_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what the store's background writer threads (ledger, logs) run first, e.g. to lower
+/// their scheduling priority. Call before opening a store.
+pub fn set_background_thread_hook(hook: fn()) {
+    let _ = BACKGROUND_HOOK.set(hook);
+}
+
+pub(crate) fn background_thread_started() {
+    if let Some(hook) = BACKGROUND_HOOK.get() {
+        hook();
+    }
+}
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -126,7 +126,10 @@ impl LogStore {
         let store = self.clone();
         std::thread::Builder::new()
             .name("stratus-logs".into())
-            .spawn(move || Writer { store, files: HashMap::new() }.run(rx))
+            .spawn(move || {
+                crate::background_thread_started();
+                Writer { store, files: HashMap::new() }.run(rx)
+            })
             .map(|_| ())
             .unwrap_or_else(
                 |e| tracing::error!(error = %e, "cannot start the log writer; function logs will not be stored"),

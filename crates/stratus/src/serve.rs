@@ -114,6 +114,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let log_limits = store::LogLimits { budget_per_function: args.log_budget, ..Default::default() };
+    store::set_background_thread_hook(sandbox::tuning::background_thread);
     let store = store::Store::open(&data_dir, log_limits).context("cannot open the data directory")?;
     match store.collect_garbage() {
         Ok(0) => {}

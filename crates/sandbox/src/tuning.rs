@@ -55,7 +55,6 @@ pub fn background_thread() {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

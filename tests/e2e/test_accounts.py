@@ -227,6 +227,14 @@ def test_accounts_are_apart_until_a_policy_grants_access(enforced):
         b.get_function(FunctionName=arn_a)
     assert error_of(e)[0] == "AccessDeniedException"
 
+    # Even a grant of everything lets another account invoke and read, never change.
+    a.add_permission(FunctionName=fa, StatementId="all", Action="lambda:*", Principal=B)
+    assert b.get_function_configuration(FunctionName=arn_a)["FunctionArn"] == arn_a
+    with pytest.raises(ClientError) as e:
+        b.delete_function(FunctionName=arn_a)
+    assert error_of(e)[0] == "AccessDeniedException"
+    assert a.get_function(FunctionName=fa)
+    a.remove_permission(FunctionName=fa, StatementId="all")
     a.remove_permission(FunctionName=fa, StatementId="let-b")
     with pytest.raises(ClientError) as e:
         b.invoke(FunctionName=arn_a, Payload=b"{}")

@@ -176,6 +176,9 @@ async fn open(State(p): State<Arc<Platform>>, req: Request) -> Response {
     }
 }
 
+/// Any other operation on another account's function (never granted).
+const OTHER: &str = "lambda:Other";
+
 /// The action a request performs on another account's function, for its resource policy.
 fn foreign_action(method: &Method, path: &str) -> Option<(&'static str, String)> {
     let rest = path.split_once("/functions/")?.1;
@@ -188,7 +191,7 @@ fn foreign_action(method: &Method, path: &str) -> Option<(&'static str, String)>
         | ("POST", "invoke-async/") => "lambda:InvokeFunction",
         ("GET", "") => "lambda:GetFunction",
         ("GET", "configuration") => "lambda:GetFunctionConfiguration",
-        _ => "lambda:Other",
+        _ => OTHER,
     };
     Some((action, name))
 }
@@ -253,6 +256,11 @@ async fn dispatch(State(p): State<Arc<Platform>>, req: Request) -> Response {
             Ok(None) => return access_denied(&caller, action, &resource).into_response(),
             Err(e) => return ApiError(e).into_response(),
         };
+        // Only invoking and reading can be granted across accounts; changing another
+        // account's function never can, whatever its policy says.
+        if action == OTHER {
+            return access_denied(&caller, "lambda:ManageFunction", &resource).into_response();
+        }
         match granted(&target.state, &caller, action, &r).await {
             Ok(true) => account = owner,
             Ok(false) => return access_denied(&caller, action, &resource).into_response(),

@@ -344,3 +344,19 @@ def test_the_stratus_cli_signs_with_the_environments_credentials(enforced):
     assert out.returncode == 0, out.stderr
     assert {a["account"] for a in json.loads(out.stdout)["accounts"]} <= {A}
     assert run(signed_env, "functions").returncode == 0
+
+
+def test_code_location_is_a_signed_url_that_needs_no_credentials(enforced):
+    a = as_client(enforced, new_key(enforced, A))
+    name = unique("code-url")
+    create(a, name, ECHO)
+    location = a.get_function(FunctionName=name)["Code"]["Location"]
+    assert "X-Stratus-Signature=" in location and f"X-Stratus-Account={A}" in location
+    with urllib.request.urlopen(location, timeout=30) as r:
+        assert r.read() == ECHO
+    for bad in [location.replace(f"X-Stratus-Account={A}", f"X-Stratus-Account={B}"),
+                location[:-4] + ("0000" if not location.endswith("0000") else "1111"),
+                location.split("?")[0]]:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(bad, timeout=30)
+        assert e.value.code == 403, bad

@@ -77,10 +77,29 @@ fn unsupported_code_source() -> ApiError {
     ))
 }
 
-/// Where a stored package can be downloaded (the address the caller reached this API on).
-pub(crate) fn code_location(headers: &HeaderMap, sha256_hex: &str) -> String {
+/// How long a `Code.Location` URL works (AWS's presigned URLs: 10 minutes).
+pub const CODE_URL_SECONDS: i64 = 600;
+
+/// What a code download URL's signature covers.
+pub fn code_url_message(file: &str, account: &str, expires: i64) -> String {
+    format!("GET /_stratus/code/{file}\n{account}\n{expires}")
+}
+
+/// Where a stored package can be downloaded (the address the caller reached this API on),
+/// signed for ten minutes when the server signs URLs.
+pub(crate) fn code_location(state: &ApiState, headers: &HeaderMap, sha256_hex: &str) -> String {
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-    format!("http://{host}/_stratus/code/{sha256_hex}.zip")
+    let file = format!("{sha256_hex}.zip");
+    let mut url = format!("http://{host}/_stratus/code/{file}");
+    if let Some(accounts) = &state.accounts {
+        let account = &state.scope.account;
+        let expires = model::logfmt::now_ms() / 1000 + CODE_URL_SECONDS;
+        let signature = accounts.sign_url(&code_url_message(&file, account, expires));
+        url.push_str(&format!(
+            "?X-Stratus-Account={account}&X-Stratus-Expires={expires}&X-Stratus-Signature={signature}"
+        ));
+    }
+    url
 }
 
 pub(crate) fn json_response(status: StatusCode, v: serde_json::Value) -> Response {
@@ -191,7 +210,7 @@ pub async fn get_function(
         "Configuration": wire::function_configuration(&config, &state.scope, StateView::Settled, r.qualifier.as_deref()),
         "Code": {
             "RepositoryType": "S3",
-            "Location": code_location(&headers, &config.code_sha256),
+            "Location": code_location(&state, &headers, &config.code_sha256),
         },
     });
     if let Some(tags) = tags.filter(|t| !t.is_empty()) {

@@ -130,7 +130,7 @@ pub async fn publish(
         .await
         .map_err(|e| ApiError::internal("cannot publish the layer version", e))?;
     tracing::info!(layer = %published.name, version = published.version, code_sha256 = %published.code_sha256, "layer version published");
-    let location = code_location(&headers, &published.code_sha256);
+    let location = code_location(&state, &headers, &published.code_sha256);
     Ok(json_response(StatusCode::CREATED, wire::layer_version(&published, &state.scope, location)))
 }
 
@@ -151,7 +151,7 @@ pub async fn get_version(
 ) -> ApiResult {
     let name = local_layer(&state, &raw)?;
     let v = load(&state, name, version_number(&version)?).await?;
-    let location = code_location(&headers, &v.code_sha256);
+    let location = code_location(&state, &headers, &v.code_sha256);
     Ok(json_response(StatusCode::OK, wire::layer_version(&v, &state.scope, location)))
 }
 
@@ -213,7 +213,7 @@ pub async fn list_or_find(State(state): State<ApiState>, Query(q): Query<ListQue
         let arn = q.arn.as_deref().unwrap_or_default();
         let parsed = LayerVersionArn::parse(arn, &state.scope, "arn")?;
         let v = load(&state, parsed.local.then_some(parsed.name), parsed.version).await?;
-        let location = code_location(&headers, &v.code_sha256);
+        let location = code_location(&state, &headers, &v.code_sha256);
         return Ok(json_response(StatusCode::OK, wire::layer_version(&v, &state.scope, location)));
     }
     let limit = max_items(q.max_items.as_deref())?;

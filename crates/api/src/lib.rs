@@ -51,6 +51,9 @@ pub struct ApiState {
     pub prices: std::sync::Arc<model::pricing::PriceBook>,
     /// Whether this is the default account's API, which may read every account's usage.
     pub operator: bool,
+    /// Signs code download URLs (`Code.Location`) so they work without SigV4, as AWS's
+    /// presigned S3 URLs do.
+    pub accounts: Option<store::accounts::Accounts>,
 }
 
 /// The request id of the current request (also the invocation's id for Invoke).

@@ -225,13 +225,44 @@ async fn granted(target: &ApiState, caller: &Caller, action: &str, r: &FunctionR
     Ok(policies.into_iter().flatten().any(|(p, _)| model::policy::allows(&p, &who, action, None)))
 }
 
+/// A code download whose URL carries Stratus's own signature (`Code.Location`): the account it
+/// names, if the signature holds and has not expired. `None`: not such a request.
+fn signed_download(p: &Platform, parts: &axum::http::request::Parts) -> Option<Result<Caller, LambdaError>> {
+    let file = parts.uri.path().strip_prefix("/_stratus/code/")?;
+    let query = parts.uri.query()?;
+    let param = |k: &str| query.split('&').find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='));
+    let signature = param("X-Stratus-Signature")?;
+    let denied = || LambdaError::new(ErrorCode::AccessDenied, "The download URL is invalid or has expired.");
+    let (Some(account), Some(expires)) = (param("X-Stratus-Account"), param("X-Stratus-Expires")) else {
+        return Some(Err(denied()));
+    };
+    let Ok(expires_at) = expires.parse::<i64>() else { return Some(Err(denied())) };
+    let message = crate::functions::code_url_message(file, account, expires_at);
+    if parts.method != Method::GET
+        || expires_at < model::logfmt::now_ms() / 1000
+        || !p.auth.accounts().verify_url(&message, signature)
+    {
+        return Some(Err(denied()));
+    }
+    Some(Ok(Caller { account: account.to_string(), access_key_id: None, verified: true }))
+}
+
 async fn dispatch(State(p): State<Arc<Platform>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let body = match crate::read_body(body, MAX_SIGNED_BODY, "request").await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let caller = match p.auth.authenticate(&parts.method, &parts.uri, &parts.headers, &body).await {
+    let presigned = match signed_download(&p, &parts) {
+        Some(Ok(caller)) => Some(caller),
+        Some(Err(e)) => return ApiError(e).into_response(),
+        None => None,
+    };
+    let authenticated = match presigned {
+        Some(c) => Ok(c),
+        None => p.auth.authenticate(&parts.method, &parts.uri, &parts.headers, &body).await,
+    };
+    let caller = match authenticated {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(method = %parts.method, path = %parts.uri.path(), error = e.code.as_str(), "request refused");

@@ -65,6 +65,8 @@ pub struct NewKey {
 pub struct Accounts {
     conn: Arc<Mutex<Connection>>,
     cipher: Arc<ChaCha20Poly1305>,
+    /// Signs download URLs (derived from the sealing key, never the key itself).
+    url_key: Arc<[u8; 32]>,
     path: PathBuf,
 }
 
@@ -128,7 +130,25 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32], StoreError> {
     }
 }
 
+fn mac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    m.update(message);
+    m.finalize().into_bytes().into()
+}
+
 impl Accounts {
+    /// A signature for a download URL's `message` (hex HMAC-SHA256).
+    pub fn sign_url(&self, message: &str) -> String {
+        hex::encode(mac(&*self.url_key, message.as_bytes()))
+    }
+
+    /// Whether `signature` is [`Accounts::sign_url`]'s for `message` (constant time).
+    pub fn verify_url(&self, message: &str, signature: &str) -> bool {
+        let want = self.sign_url(message);
+        want.len() == signature.len() && want.bytes().zip(signature.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+    }
+
     /// Opens the accounts database of the data directory `root`, creating it (and the sealing
     /// key) if missing, and makes sure `default_account` exists.
     pub fn open(root: &Path, default_account: &str) -> Result<Self, StoreError> {
@@ -148,6 +168,7 @@ impl Accounts {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             cipher: Arc::new(ChaCha20Poly1305::new(Key::from_slice(&key))),
+            url_key: Arc::new(mac(&key, b"stratus download URLs v1")),
             path,
         })
     }

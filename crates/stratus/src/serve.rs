@@ -189,6 +189,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         backend,
         log_limits,
         prices: Arc::new(prices),
+        accounts: accounts.clone(),
         http_port: http_addr.port(),
         url_domain: args.url_domain.clone(),
         http_max_body: args.http_max_body,
@@ -257,6 +258,8 @@ struct Shared {
     backend: Arc<dyn sandbox::Backend>,
     log_limits: store::LogLimits,
     prices: Arc<model::pricing::PriceBook>,
+    /// Signs code download URLs.
+    accounts: store::accounts::Accounts,
     http_port: u16,
     url_domain: String,
     http_max_body: usize,
@@ -293,7 +296,15 @@ impl Shared {
                 max_body: self.http_max_body,
             },
         );
-        Ok(api::ApiState { store, invoker, scope, http: front, prices: self.prices.clone(), operator: default })
+        Ok(api::ApiState {
+            store,
+            invoker,
+            scope,
+            http: front,
+            prices: self.prices.clone(),
+            operator: default,
+            accounts: Some(self.accounts.clone()),
+        })
     }
 }
 

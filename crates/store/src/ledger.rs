@@ -3,11 +3,11 @@
 //!
 //! The invoke path hands a row to [`Ledger::record`] and goes on; a writer thread wakes for
 //! the first row, lets more gather for [`LINGER`], and commits them all in one transaction, so a
-//! row is on disk within about 20 ms of its invocation ending. Committing each row as it came
+//! row is on disk within about 5 ms of its invocation ending. Committing each row as it came
 //! cost ~35 µs of CPU per invocation (SQLite's per-commit work, and a thread woken per row,
 //! competing with functions for the cores: BENCHMARKS.md); in batches it is a few µs.
-//! [`Ledger::flush`] waits for every row recorded before it (shutdown calls it). Triggers refuse UPDATE and DELETE: the ledger is
-//! only ever appended to.
+//! [`Ledger::flush`] waits for every row recorded before it (shutdown calls it). Triggers
+//! refuse UPDATE and DELETE: the ledger is only ever appended to.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
@@ -63,7 +63,7 @@ pub struct Ledger {
 /// The most rows one transaction carries.
 const BATCH: usize = 4096;
 /// How long the writer lets rows gather after the first before committing them.
-pub const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;

@@ -15,6 +15,7 @@ use store::policies::PolicyChange;
 
 use crate::error::ApiError;
 use crate::functions::function_ref;
+use crate::versions::function_not_found;
 use crate::wire::parse_body;
 use crate::{ApiState, read_body};
 
@@ -44,10 +45,6 @@ struct AddPermissionIn {
 fn required(v: Option<String>, field: &str) -> Result<String, ApiError> {
     v.filter(|s| !s.is_empty())
         .ok_or_else(|| ApiError(LambdaError::validation("null", field, "Member must not be null")))
-}
-
-fn function_missing(state: &ApiState, name: &str) -> ApiError {
-    ApiError(LambdaError::not_found(format!("Function not found: {}", state.scope.function_arn(name))))
 }
 
 fn revision_mismatch() -> ApiError {
@@ -95,7 +92,7 @@ pub async fn add_permission(
             state.http.invalidate();
             Ok((StatusCode::CREATED, Json(json!({ "Statement": statement.to_string() }))).into_response())
         }
-        PolicyChange::NoFunction => Err(function_missing(&state, &r.name)),
+        PolicyChange::NoFunction => Err(function_not_found(&state, &r.name)),
         PolicyChange::DuplicateSid => Err(ApiError(LambdaError::conflict(
             "The statement id (sid) provided already exists. Please specify a new statement id, or remove the existing statement.",
         ))),
@@ -122,7 +119,7 @@ pub async fn remove_permission(
             state.http.invalidate();
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        PolicyChange::NoFunction => Err(function_missing(&state, &r.name)),
+        PolicyChange::NoFunction => Err(function_not_found(&state, &r.name)),
         PolicyChange::NoSuchSid => {
             Err(ApiError(LambdaError::not_found("Statement sid is not found in resource policy.")))
         }
@@ -146,7 +143,7 @@ pub async fn get_policy(
         .await
         .map_err(|e| ApiError::internal("cannot read the policy", e))?;
     if !exists {
-        return Err(function_missing(&state, &r.name));
+        return Err(function_not_found(&state, &r.name));
     }
     match policy {
         Some((policy, revision_id)) => {

@@ -28,7 +28,7 @@ fn store_error(context: &'static str) -> impl Fn(StoreError) -> ApiError {
     }
 }
 
-fn function_not_found(state: &ApiState, name: &str) -> ApiError {
+pub(crate) fn function_not_found(state: &ApiState, name: &str) -> ApiError {
     ApiError(LambdaError::not_found(format!("Function not found: {}", state.scope.function_arn(name))))
 }
 

@@ -126,3 +126,29 @@ def test_without_a_collector_functions_still_get_a_trace_id(lam):
     create(lam, name, TRACED)
     seen = json.loads(lam.invoke(FunctionName=name, Payload=b"{}")["Payload"].read())
     assert seen.startswith("Root=1-") and seen.endswith("Sampled=0")
+
+
+def test_function_url_requests_join_the_callers_trace(fresh_server, collector):
+    import http.client
+    import urllib.parse
+
+    from conftest import allow_public_url
+
+    server = fresh_server("--otlp-endpoint", collector)
+    lam = server.client()
+    name = unique("traced-url")
+    create(lam, name, TRACED)
+    url = lam.create_function_url_config(FunctionName=name, AuthType="NONE")["FunctionUrl"]
+    allow_public_url(lam, name)
+    c = http.client.HTTPConnection("127.0.0.1", urllib.parse.urlsplit(server.http_endpoint).port, timeout=30)
+    c.request("GET", "/", headers={
+        "Host": urllib.parse.urlsplit(url).netloc,
+        "X-Amzn-Trace-Id": "Root=1-6759e988-bd862e3fe1be46a994272793;Parent=63995c3f42cd8ad8;Sampled=1",
+    })
+    r = c.getresponse()
+    seen = r.read().decode()
+    assert r.status == 200, seen
+    s = span_of(r.headers["x-amzn-RequestId"])
+    assert s["traceId"] == "6759e988bd862e3fe1be46a994272793" and s["parentSpanId"] == "63995c3f42cd8ad8"
+    assert s["attrs"]["faas.trigger"] == "http"
+    assert seen == f"Root=1-6759e988-bd862e3fe1be46a994272793;Parent={s['spanId']};Sampled=1"

@@ -406,6 +406,7 @@ async fn serve_url(
         url.qualifier.clone(),
         payload,
         request_id,
+        trace_of(&parts.headers),
         response::v2,
         url.streams(),
     )
@@ -461,7 +462,14 @@ async fn serve_route(front: &Front, host: &str, peer: SocketAddr, request_id: &s
         event::v2(&info, &target, &parts.headers, &body)
     };
     let parse = if v1 { response::v1 } else { response::v2 };
-    invoke(front, Flavor::Route, &route.function, route.qualifier.clone(), payload, request_id, parse, false).await
+    let trace = trace_of(&parts.headers);
+    invoke(front, Flavor::Route, &route.function, route.qualifier.clone(), payload, request_id, trace, parse, false)
+        .await
+}
+
+/// The caller's `X-Amzn-Trace-Id`: the invocation joins that trace.
+fn trace_of(headers: &HeaderMap) -> Option<String> {
+    headers.get("x-amzn-trace-id").and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 /// The `apiId` HTTP route events carry (Stratus serves one HTTP API).
@@ -514,6 +522,7 @@ async fn invoke(
     qualifier: Option<String>,
     event: Vec<u8>,
     request_id: &str,
+    trace: Option<String>,
     parse: fn(&[u8]) -> Result<response::Answer, response::Malformed>,
     stream: bool,
 ) -> Response {
@@ -525,7 +534,7 @@ async fn invoke(
         client_context: None,
         request_id: request_id.to_string(),
         trigger: Trigger::Http,
-        trace: None,
+        trace,
     };
     if stream {
         return streaming::answer(front, flavor, req, parse).await;

@@ -39,6 +39,8 @@ struct Tenant {
 pub struct Platform {
     auth: Arc<Authenticator>,
     default_account: String,
+    /// The region named in ARNs.
+    region: String,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
     factory: TenantFactory,
     creating: tokio::sync::Mutex<()>,
@@ -58,10 +60,12 @@ impl Platform {
         metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     ) -> Arc<Self> {
         let default_account = default_state.scope.account.clone();
+        let region = default_state.scope.region.clone();
         let tenant = Arc::new(Tenant { router: crate::router(default_state.clone()), state: default_state });
         let platform = Arc::new(Self {
             auth: Arc::new(auth),
             default_account: default_account.clone(),
+            region,
             tenants: RwLock::new(HashMap::from([(default_account, tenant)])),
             factory,
             creating: tokio::sync::Mutex::new(()),
@@ -83,11 +87,6 @@ impl Platform {
             t.state.http.set_others(others);
             t.state.http.set_authenticator(self.auth.clone());
         }
-    }
-
-    /// The API of `account`, started on first use; `None` if there is no such account.
-    pub async fn tenant_state(&self, account: &str) -> Result<Option<ApiState>, LambdaError> {
-        Ok(self.tenant(account).await?.map(|t| t.state.clone()))
     }
 
     async fn tenant(&self, account: &str) -> Result<Option<Arc<Tenant>>, LambdaError> {
@@ -138,7 +137,9 @@ impl Platform {
         for t in &tenants {
             t.state.invoker.shutdown();
         }
-        for t in &tenants {
+        // One ledger serves every account.
+        let default = read(&self.tenants).get(&self.default_account).cloned();
+        if let Some(t) = default {
             t.state.invoker.flush_ledger().await;
         }
     }
@@ -244,7 +245,7 @@ fn signed_download(p: &Platform, parts: &axum::http::request::Parts) -> Option<R
     {
         return Some(Err(denied()));
     }
-    Some(Ok(Caller { account: account.to_string(), access_key_id: None, verified: true }))
+    Some(Ok(Caller { account: account.to_string(), access_key_id: None }))
 }
 
 async fn dispatch(State(p): State<Arc<Platform>>, req: Request) -> Response {
@@ -274,14 +275,8 @@ async fn dispatch(State(p): State<Arc<Platform>>, req: Request) -> Response {
         && let Ok(r) = FunctionRef::parse(&name, NameUse::Reference)
         && let Some(owner) = r.account.clone().filter(|a| *a != caller.account)
     {
-        let resource = match &r.qualifier {
-            Some(q) => {
-                format!("arn:aws:lambda:{}:{owner}:function:{}:{q}", r.region.as_deref().unwrap_or("us-east-1"), r.name)
-            }
-            None => {
-                format!("arn:aws:lambda:{}:{owner}:function:{}", r.region.as_deref().unwrap_or("us-east-1"), r.name)
-            }
-        };
+        let region = r.region.as_deref().unwrap_or(&p.region);
+        let resource = model::names::format_arn(region, &owner, &r.name, r.qualifier.as_deref());
         let target = match p.tenant(&owner).await {
             Ok(Some(t)) => t,
             Ok(None) => return access_denied(&caller, action, &resource).into_response(),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::{HeaderMap, Method, Uri};
 use model::LambdaError;
 use model::error::ErrorCode;
-use store::accounts::Accounts;
+use store::accounts::{Accounts, constant_time_eq};
 
 /// How far a signature's time may be from the server's clock.
 pub const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
@@ -44,8 +44,6 @@ pub struct Caller {
     pub account: String,
     /// The access key that signed it (`None`: unsigned, development mode).
     pub access_key_id: Option<String>,
-    /// Whether the signature was checked (false only in development mode).
-    pub verified: bool,
 }
 
 impl Caller {
@@ -222,11 +220,6 @@ fn check_time(signed: &Signed, t: SystemTime, now: SystemTime) -> Result<(), Lam
     Ok(())
 }
 
-/// Constant-time equality of two signatures.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The URI without the presigning parameters (the signer adds them back itself).
 fn strip_presign(uri: &Uri) -> String {
     let path = uri.path();
@@ -303,16 +296,12 @@ impl Authenticator {
         Self { accounts, mode, default_account, region, cache: Mutex::new(HashMap::new()) }
     }
 
-    pub fn mode(&self) -> AuthMode {
-        self.mode
-    }
-
     pub fn accounts(&self) -> &Accounts {
         &self.accounts
     }
 
     fn anonymous(&self) -> Caller {
-        Caller { account: self.default_account.clone(), access_key_id: None, verified: false }
+        Caller { account: self.default_account.clone(), access_key_id: None }
     }
 
     /// The account and secret of an access key (cached for a second).
@@ -398,16 +387,16 @@ impl Authenticator {
             return Err(err(ErrorCode::InvalidSignature, "'Host' must be a 'SignedHeader' in the AWS Authorization."));
         }
         let expected = expected_signature(&signed, &secret, t, method, uri, headers, body, false)?;
-        let matches = same(&expected, &signed.signature)
+        let matches = constant_time_eq(&expected, &signed.signature)
             || (signed.expires.is_some()
-                && same(
+                && constant_time_eq(
                     &expected_signature(&signed, &secret, t, method, uri, headers, body, true)?,
                     &signed.signature,
                 ));
         if !matches {
             return Err(mismatch());
         }
-        Ok(Caller { account, access_key_id: Some(signed.access_key_id), verified: true })
+        Ok(Caller { account, access_key_id: Some(signed.access_key_id) })
     }
 }
 
@@ -471,10 +460,5 @@ mod tests {
         assert_eq!((s.access_key_id.as_str(), s.expires), ("AKIA", Some(60)));
         assert!(parse_query("MaxItems=5").is_none());
         assert!(parse_query(&q.replace("Expires=60", "Expires=9999999")).unwrap().is_err());
-    }
-
-    #[test]
-    fn signatures_compare_exactly() {
-        assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
     }
 }

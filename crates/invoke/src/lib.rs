@@ -620,9 +620,9 @@ impl Invoker {
         let reserved = self.reserved(&req.function, &st).await?;
         let bp = pool.blueprint.clone();
         let meter = &self.inner.meter;
-        let traced = meter.trace(req.trace.as_deref());
         let _permit = admission::admit(&self.inner.account, &st.concurrency, reserved)
             .inspect_err(|_| meter.throttled(&bp, &req.request_id, req.trigger))?;
+        let traced = meter.trace(req.trace.as_deref());
         let invoked_arn = match &req.qualifier {
             Some(q) => format!("{}:{q}", bp.arn),
             None => bp.arn.clone(),
@@ -661,7 +661,15 @@ impl Invoker {
                             init_duration: None,
                             status: model::logfmt::ReportStatus::Error(start.failure.error_type.clone()),
                         });
-                        meter.ran(&bp, &req, &report, meter::outcome(&report, true), true, &traced);
+                        meter.ran(
+                            &bp,
+                            &req.request_id,
+                            req.trigger,
+                            &report,
+                            meter::outcome(&report, true),
+                            true,
+                            &traced,
+                        );
                         let result = InvokeResult {
                             payload: start.failure.body,
                             function_error: Some("Unhandled"),
@@ -679,15 +687,15 @@ impl Invoker {
                 &req.request_id,
                 &invoked_arn,
                 traced.header(),
-                req.payload.clone(),
-                req.client_context.clone(),
+                req.payload,
+                req.client_context,
                 req.tail,
                 sink.as_ref(),
             )
             .await;
         tracing::debug!(function = %bp.config.name, "{}", done.report.line());
         let outcome = meter::outcome(&done.report, done.result.is_err());
-        meter.ran(&bp, &req, &done.report, outcome, false, &traced);
+        meter.ran(&bp, &req.request_id, req.trigger, &done.report, outcome, false, &traced);
         if !done.reusable {
             tracing::info!(function = %bp.config.name, request_id = %req.request_id, env = env.id, "environment stopped after a failed invocation");
         }

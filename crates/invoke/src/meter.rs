@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use model::invoke::{InvokeRequest, Trigger};
+use model::invoke::Trigger;
 use model::ledger::{Outcome, Record};
 use model::logfmt::{Report, ReportStatus};
 use model::trace::TraceContext;
@@ -60,8 +60,17 @@ fn now_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
-fn labels(account: &str, bp: &Blueprint) -> [(&'static str, String); 3] {
-    [("account", account.to_string()), ("function", bp.config.name.clone()), ("version", bp.config.version.clone())]
+fn labels(bp: &Blueprint) -> [(&'static str, String); 3] {
+    [
+        ("account", bp.scope.account.clone()),
+        ("function", bp.config.name.clone()),
+        ("version", bp.config.version.clone()),
+    ]
+}
+
+/// Labels of the metrics kept per function (not per version).
+fn function_labels(account: &str, function: &str) -> [(&'static str, String); 2] {
+    [("account", account.to_string()), ("function", function.to_string())]
 }
 
 /// One function version's metrics, registered once (looking a metric up by its labels on
@@ -81,10 +90,10 @@ pub struct Handles {
 }
 
 impl Handles {
-    fn new(account: &str, bp: &Blueprint) -> Self {
-        let labels = labels(account, bp);
+    fn new(bp: &Blueprint) -> Self {
+        let labels = labels(bp);
         Self {
-            account: account.into(),
+            account: bp.scope.account.as_str().into(),
             function: bp.config.name.as_str().into(),
             version: bp.config.version.as_str().into(),
             architecture: bp.config.architecture.as_str().into(),
@@ -93,6 +102,30 @@ impl Handles {
             throttles: metrics::counter!(THROTTLES, &labels),
             duration: metrics::histogram!(DURATION, &labels),
             init_duration: metrics::histogram!(INIT_DURATION, &labels),
+        }
+    }
+}
+
+impl Handles {
+    /// A ledger row of this version ending at `end_us`: zero time, not billed, throttled
+    /// (callers that ran override what they measured).
+    fn row(&self, bp: &Blueprint, request_id: &str, trigger: Trigger, end_us: i64) -> Record {
+        Record {
+            request_id: request_id.to_string(),
+            account: self.account.clone(),
+            function: self.function.clone(),
+            version: self.version.clone(),
+            trigger: trigger.as_str().into(),
+            architecture: self.architecture.clone(),
+            start_us: end_us,
+            end_us,
+            duration_us: 0,
+            init_us: None,
+            billed_ms: 0,
+            memory_mb: bp.config.memory_mb,
+            max_memory_used_mb: 0,
+            cold: false,
+            outcome: Outcome::Throttled,
         }
     }
 }
@@ -149,10 +182,12 @@ impl Meter {
     }
 
     /// An attempt that ran (or failed to start, `cold` then): its REPORT gives the figures.
+    #[allow(clippy::too_many_arguments)]
     pub fn ran(
         &self,
         bp: &Blueprint,
-        req: &InvokeRequest,
+        request_id: &str,
+        trigger: Trigger,
         report: &Report,
         outcome: Outcome,
         cold: bool,
@@ -161,12 +196,10 @@ impl Meter {
         if let Some(exporter) = &self.exporter
             && traced.context.sampled
         {
-            exporter.export(span(bp, req, report, outcome, cold, traced));
+            exporter.export(span(bp, request_id, trigger, report, outcome, cold, traced));
         }
-        let (request_id, trigger) = (req.request_id.as_str(), req.trigger);
         let Some(ledger) = &self.ledger else { return };
-        let account = bp.scope.account.as_str();
-        let m = bp.metrics.get_or_init(|| Handles::new(account, bp));
+        let m = bp.metrics.get_or_init(|| Handles::new(bp));
         m.invocations.increment(1);
         if outcome.is_error() {
             m.errors.increment(1);
@@ -179,53 +212,36 @@ impl Meter {
         let init_us = report.init_duration.map(|d| d.as_micros() as i64);
         let duration_us = report.duration.as_micros() as i64;
         ledger.record(Record {
-            request_id: request_id.to_string(),
-            account: m.account.clone(),
-            function: m.function.clone(),
-            version: m.version.clone(),
-            trigger: trigger.as_str().into(),
-            architecture: m.architecture.clone(),
             start_us: end_us - duration_us - init_us.unwrap_or(0),
-            end_us,
             duration_us,
             init_us,
             billed_ms: report.billed_ms() as i64,
-            memory_mb: bp.config.memory_mb,
             max_memory_used_mb: report.max_memory_used_mb,
             cold: cold || report.init_duration.is_some(),
             outcome,
+            ..m.row(bp, request_id, trigger, end_us)
         });
     }
 
     /// An attempt refused for concurrency or scaling.
     pub fn throttled(&self, bp: &Blueprint, request_id: &str, trigger: Trigger) {
         let Some(ledger) = &self.ledger else { return };
-        let account = bp.scope.account.as_str();
-        let m = bp.metrics.get_or_init(|| Handles::new(account, bp));
+        let m = bp.metrics.get_or_init(|| Handles::new(bp));
         m.throttles.increment(1);
-        let now = now_us();
-        ledger.record(Record {
-            request_id: request_id.to_string(),
-            account: m.account.clone(),
-            function: m.function.clone(),
-            version: m.version.clone(),
-            trigger: trigger.as_str().into(),
-            architecture: m.architecture.clone(),
-            start_us: now,
-            end_us: now,
-            duration_us: 0,
-            init_us: None,
-            billed_ms: 0,
-            memory_mb: bp.config.memory_mb,
-            max_memory_used_mb: 0,
-            cold: false,
-            outcome: Outcome::Throttled,
-        });
+        ledger.record(m.row(bp, request_id, trigger, now_us()));
     }
 }
 
 /// The span of one invocation, timed by its REPORT (INIT included).
-fn span(bp: &Blueprint, req: &InvokeRequest, report: &Report, outcome: Outcome, cold: bool, traced: &Traced) -> Span {
+fn span(
+    bp: &Blueprint,
+    request_id: &str,
+    trigger: Trigger,
+    report: &Report,
+    outcome: Outcome,
+    cold: bool,
+    traced: &Traced,
+) -> Span {
     let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let took = (report.duration + report.init_duration.unwrap_or_default()).as_nanos();
     let error = match &report.status {
@@ -242,10 +258,10 @@ fn span(bp: &Blueprint, req: &InvokeRequest, report: &Report, outcome: Outcome, 
         start_unix_ns: end.saturating_sub(took),
         end_unix_ns: end,
         attributes: vec![
-            ("faas.invocation_id", Attr::Str(req.request_id.clone())),
+            ("faas.invocation_id", Attr::Str(request_id.to_string())),
             ("faas.name", Attr::Str(bp.config.name.clone())),
             ("faas.version", Attr::Str(bp.config.version.clone())),
-            ("faas.trigger", Attr::Str(faas_trigger(req.trigger).into())),
+            ("faas.trigger", Attr::Str(faas_trigger(trigger).into())),
             ("faas.coldstart", Attr::Bool(cold || report.init_duration.is_some())),
             ("faas.max_memory", Attr::Int(i64::from(bp.config.memory_mb) * 1024 * 1024)),
             ("cloud.account.id", Attr::Str(bp.scope.account.clone())),
@@ -260,26 +276,22 @@ fn span(bp: &Blueprint, req: &InvokeRequest, report: &Report, outcome: Outcome, 
 
 /// An asynchronous event was accepted.
 pub fn async_received(account: &str, function: &str) {
-    metrics::counter!(ASYNC_EVENTS_RECEIVED, "account" => account.to_string(), "function" => function.to_string())
-        .increment(1);
+    metrics::counter!(ASYNC_EVENTS_RECEIVED, &function_labels(account, function)).increment(1);
 }
 
 /// An asynchronous event is about to be attempted, `age` after it was queued.
 pub fn async_attempt(account: &str, function: &str, age: Duration) {
-    metrics::histogram!(ASYNC_EVENT_AGE, "account" => account.to_string(), "function" => function.to_string())
-        .record(age.as_secs_f64() * 1000.0);
+    metrics::histogram!(ASYNC_EVENT_AGE, &function_labels(account, function)).record(age.as_secs_f64() * 1000.0);
 }
 
 /// An asynchronous event was discarded without success.
 pub fn async_dropped(account: &str, function: &str) {
-    metrics::counter!(ASYNC_EVENTS_DROPPED, "account" => account.to_string(), "function" => function.to_string())
-        .increment(1);
+    metrics::counter!(ASYNC_EVENTS_DROPPED, &function_labels(account, function)).increment(1);
 }
 
 /// A delivery to a dead-letter target failed.
 pub fn dead_letter_error(account: &str, function: &str) {
-    metrics::counter!(DEAD_LETTER_ERRORS, "account" => account.to_string(), "function" => function.to_string())
-        .increment(1);
+    metrics::counter!(DEAD_LETTER_ERRORS, &function_labels(account, function)).increment(1);
 }
 
 #[cfg(test)]

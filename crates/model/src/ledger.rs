@@ -45,11 +45,6 @@ impl Outcome {
     pub fn is_error(self) -> bool {
         matches!(self, Self::HandledError | Self::Unhandled | Self::Timeout)
     }
-
-    /// Whether the attempt is a billed request.
-    pub fn is_billed(self) -> bool {
-        self != Self::Throttled
-    }
 }
 
 /// One invocation attempt, as the ledger keeps it (append-only). The names a function's
@@ -194,7 +189,6 @@ mod tests {
             assert_eq!(Outcome::parse(o.as_str()), Some(o));
         }
         assert!(Outcome::Timeout.is_error() && !Outcome::Success.is_error() && !Outcome::Throttled.is_error());
-        assert!(!Outcome::Throttled.is_billed() && Outcome::Unhandled.is_billed());
     }
 
     #[test]

@@ -205,7 +205,8 @@ impl FunctionRef {
     }
 }
 
-fn format_arn(region: &str, account: &str, name: &str, qualifier: Option<&str>) -> String {
+/// A function's ARN, qualified or not.
+pub fn format_arn(region: &str, account: &str, name: &str, qualifier: Option<&str>) -> String {
     match qualifier {
         Some(q) => format!("arn:aws:lambda:{region}:{account}:function:{name}:{q}"),
         None => format!("arn:aws:lambda:{region}:{account}:function:{name}"),

@@ -9,7 +9,7 @@
 //! their writes, and the server re-reads a key at most a second after it last looked.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -67,7 +67,6 @@ pub struct Accounts {
     cipher: Arc<ChaCha20Poly1305>,
     /// Signs download URLs (derived from the sealing key, never the key itself).
     url_key: Arc<[u8; 32]>,
-    path: PathBuf,
 }
 
 fn now_ms() -> i64 {
@@ -130,6 +129,11 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32], StoreError> {
     }
 }
 
+/// Whether two signatures are equal, taking the same time wherever they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn mac(key: &[u8], message: &[u8]) -> [u8; 32] {
     use hmac::Mac;
     let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
@@ -145,8 +149,7 @@ impl Accounts {
 
     /// Whether `signature` is [`Accounts::sign_url`]'s for `message` (constant time).
     pub fn verify_url(&self, message: &str, signature: &str) -> bool {
-        let want = self.sign_url(message);
-        want.len() == signature.len() && want.bytes().zip(signature.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+        constant_time_eq(&self.sign_url(message), signature)
     }
 
     /// Opens the accounts database of the data directory `root`, creating it (and the sealing
@@ -154,8 +157,7 @@ impl Accounts {
     pub fn open(root: &Path, default_account: &str) -> Result<Self, StoreError> {
         std::fs::create_dir_all(root)?;
         let key = load_or_create_key(&root.join("secrets.key"))?;
-        let path = root.join("accounts.db");
-        let conn = Connection::open(&path)?;
+        let conn = Connection::open(root.join("accounts.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -169,12 +171,7 @@ impl Accounts {
             conn: Arc::new(Mutex::new(conn)),
             cipher: Arc::new(ChaCha20Poly1305::new(Key::from_slice(&key))),
             url_key: Arc::new(mac(&key, b"stratus download URLs v1")),
-            path,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -280,6 +277,11 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signatures_compare_exactly() {
+        assert!(constant_time_eq("abc", "abc") && !constant_time_eq("abc", "abd") && !constant_time_eq("abc", "ab"));
+    }
 
     #[test]
     fn keys_are_sealed_looked_up_and_revoked() {

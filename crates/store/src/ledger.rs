@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 
 use model::ledger::{GroupBy, Outcome, Record, Usage};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use crate::StoreError;
@@ -99,14 +99,6 @@ impl Ledger {
         }
     }
 
-    /// Like [`Ledger::flush`], from a thread that is not async.
-    pub fn flush_blocking(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Op::Flush(tx)).is_ok() {
-            let _ = rx.blocking_recv();
-        }
-    }
-
     fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
@@ -164,14 +156,6 @@ impl Ledger {
     /// The number of rows (for tests and diagnostics).
     pub async fn count(&self) -> Result<i64, StoreError> {
         self.read(|c| c.query_row("SELECT count(*) FROM invocations", [], |r| r.get(0))).await
-    }
-
-    /// The start of the newest row, if any.
-    pub async fn last_start(&self) -> Result<Option<i64>, StoreError> {
-        self.read(|c| {
-            c.query_row("SELECT max(start_us) FROM invocations", [], |r| r.get(0)).optional().map(Option::flatten)
-        })
-        .await
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! <data-dir>/stratus.db        functions, versions, tags, the async event queue (WAL mode)
-//! <data-dir>/ledger.db         one append-only row per invocation attempt (metering)
+//! <data-dir>/ledger.db         one append-only row per invocation attempt, every account's
+//! <data-dir>/accounts.db       accounts and their access keys (secrets sealed with secrets.key)
+//! <data-dir>/accounts/<id>/    every other account's own stores, laid out as here
 //! <data-dir>/code/blobs/       deployment packages by SHA-256
 //! <data-dir>/code/trees/       the same packages unpacked, used as task roots and layers
 //! <data-dir>/code/layers/      merged `/opt` trees of functions with several layers

@@ -100,6 +100,7 @@ def test_ledger_reports_and_usage_agree_to_the_millisecond_and_the_cent(priced_s
         assert abs(row["duration_us"] / 1000 - float(m["duration"])) <= 0.0051, (row, m.group(0))
         assert row["memory_mb"] == int(m["memory"])
         assert row["max_memory_used_mb"] == int(m["maxmem"])
+        assert row["gb_seconds"] == pytest.approx(row["memory_mb"] / 1024 * row["billed_ms"] / 1000, abs=1e-12)
         if m["init"] is not None:
             assert abs(row["init_us"] / 1000 - float(m["init"])) <= 0.0051, (row, m.group(0))
             assert row["cold"]

@@ -156,5 +156,14 @@ pub async fn ledger(State(state): State<ApiState>, Query(q): Query<LedgerQuery>)
     if let Some(own) = own {
         rows.retain(|r| *r.account == *own);
     }
-    Ok(Json(json!({ "records": rows })).into_response())
+    // Each row with its GB-seconds (derived from memory and billed time, not stored).
+    let records: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+            v["gb_seconds"] = json!(r.gb_seconds());
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "records": records })).into_response())
 }

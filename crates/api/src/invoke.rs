@@ -124,7 +124,8 @@ pub async fn invoke(
                 ))
                 .into());
             }
-            state.invoker.enqueue(&r.name, r.qualifier.as_deref(), payload, &request_id).await?;
+            let trace = header(&headers, "x-amzn-trace-id").map(str::to_string);
+            state.invoker.enqueue(&r.name, r.qualifier.as_deref(), payload, &request_id, trace, Trigger::Async).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         InvocationType::RequestResponse => {
@@ -170,7 +171,7 @@ pub async fn invoke_async(
     let payload = read_body(body, 256 * 1024, "InvokeAsync").await?;
     check_json(&payload)?;
     let payload = if payload.is_empty() { bytes::Bytes::from_static(b"{}") } else { payload };
-    state.invoker.enqueue(&r.name, r.qualifier.as_deref(), payload, &request_id).await?;
+    state.invoker.enqueue(&r.name, r.qualifier.as_deref(), payload, &request_id, None, Trigger::Async).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "Status": 202 }))).into_response())
 }
 

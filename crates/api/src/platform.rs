@@ -117,6 +117,11 @@ impl Platform {
         Ok(Some(tenant))
     }
 
+    /// An account's invoker (starting the account if needed); `None` if there is no such account.
+    pub async fn invoker(&self, account: &str) -> Option<::invoke::Invoker> {
+        self.tenant(account).await.ok().flatten().map(|t| t.state.invoker.clone())
+    }
+
     /// Starts every account that exists (so their queued events and provisioned concurrency
     /// resume at start-up).
     pub async fn start_all(&self) -> Result<(), LambdaError> {

@@ -49,6 +49,8 @@ pub struct Blueprint {
     pub isolated_network: bool,
     pub init_timeout: Duration,
     pub runtime_api_ip: std::net::IpAddr,
+    /// The platform's service endpoints and the account's credentials (set last).
+    pub service_env: Arc<Vec<(String, String)>>,
     /// This version's metric handles, registered on first use.
     pub metrics: std::sync::OnceLock<crate::meter::Handles>,
 }
@@ -744,6 +746,10 @@ fn environment_variables(
     for (k, v) in reserved {
         vars.retain(|(key, _)| key != k);
         vars.push((k.to_string(), v));
+    }
+    for (k, v) in bp.service_env.iter() {
+        vars.retain(|(key, _)| key != k);
+        vars.push((k.clone(), v.clone()));
     }
     if let Some(exec_env) = runtimes::execution_env(&c.runtime) {
         vars.push(("AWS_EXECUTION_ENV".into(), exec_env));

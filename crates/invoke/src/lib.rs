@@ -80,6 +80,9 @@ pub struct InvokerConfig {
     pub metering: bool,
     /// Export a span per invocation to this OTLP/HTTP traces URL, as this service name.
     pub otlp: Option<(String, String)>,
+    /// Variables every function of the account gets and cannot override: the platform's
+    /// service endpoints (`AWS_ENDPOINT_URL_S3`, …) and the account's function credentials.
+    pub service_env: Arc<Vec<(String, String)>>,
 }
 
 impl InvokerConfig {
@@ -99,6 +102,7 @@ impl InvokerConfig {
             scaling_window: Duration::from_secs(10),
             metering: true,
             otlp: None,
+            service_env: Arc::default(),
         }
     }
 }
@@ -550,6 +554,7 @@ impl Invoker {
             launch,
             init_timeout: cfg.init_timeout,
             runtime_api_ip: cfg.runtime_api_ip,
+            service_env: cfg.service_env.clone(),
             metrics: std::sync::OnceLock::new(),
         }))
     }
@@ -719,12 +724,16 @@ impl Invoker {
 
     /// Accepts an asynchronous (Event) invocation: it is committed to the queue before this
     /// returns, and delivered by the dispatcher.
+    /// `trace` is the sender's `X-Amzn-Trace-Id` (the invocation joins it); `trigger` says
+    /// what sent the event when it was not an Invoke call.
     pub async fn enqueue(
         &self,
         function: &str,
         qualifier: Option<&str>,
         payload: Bytes,
         request_id: &str,
+        trace: Option<String>,
+        trigger: Trigger,
     ) -> Result<(), LambdaError> {
         // The qualifier must name something now; which version runs is decided at delivery.
         let st = self.state(function);
@@ -740,6 +749,8 @@ impl Invoker {
             received_ms: now,
             attempts: 0,
             next_attempt_ms: now,
+            trace,
+            trigger: (trigger != Trigger::Async).then(|| trigger.as_str().to_string()),
         };
         match self.inner.store.queue.insert(event).await {
             Ok(_) => {
@@ -765,8 +776,8 @@ impl Invoker {
             tail: false,
             client_context: None,
             request_id: ev.request_id.clone(),
-            trigger: Trigger::Async,
-            trace: None,
+            trigger: ev.trigger.as_deref().and_then(Trigger::parse).unwrap_or(Trigger::Async),
+            trace: ev.trace.clone(),
         };
         async move {
             // Deliveries wait their turn for the function's concurrency instead of being

@@ -165,6 +165,7 @@ impl Traced {
 fn faas_trigger(t: Trigger) -> &'static str {
     match t {
         Trigger::Http => "http",
+        Trigger::S3 => "datasource",
         Trigger::Api | Trigger::Async => "other",
     }
 }

@@ -246,7 +246,14 @@ async fn send(invoker: &Invoker, arn: &str, payload: Vec<u8>, what: &str) -> boo
     let result = match target {
         Ok(r) if arn.contains(":function:") => {
             invoker
-                .enqueue(&r.name, r.qualifier.as_deref(), bytes::Bytes::from(payload), &model::invoke::new_request_id())
+                .enqueue(
+                    &r.name,
+                    r.qualifier.as_deref(),
+                    bytes::Bytes::from(payload),
+                    &model::invoke::new_request_id(),
+                    None,
+                    model::invoke::Trigger::Async,
+                )
                 .await
         }
         _ => Err(model::LambdaError::invalid_parameter(format!("{arn} is not a function"))),

@@ -56,6 +56,8 @@ pub enum Trigger {
     Async,
     /// A function URL or an HTTP route.
     Http,
+    /// A bucket notification.
+    S3,
 }
 
 impl Trigger {
@@ -65,7 +67,19 @@ impl Trigger {
             Self::Api => "api",
             Self::Async => "async",
             Self::Http => "http",
+            Self::S3 => "s3",
         }
+    }
+
+    /// Reads [`Trigger::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "api" => Self::Api,
+            "async" => Self::Async,
+            "http" => Self::Http,
+            "s3" => Self::S3,
+            _ => return None,
+        })
     }
 }
 

@@ -13,6 +13,7 @@ pub mod layers;
 pub mod ledger;
 pub mod logfmt;
 pub mod names;
+pub mod objects;
 pub mod policy;
 pub mod pricing;
 pub mod routes;

@@ -11,6 +11,9 @@ pub struct TraceContext {
     /// The caller's span (16 hex digits), if it sent one.
     pub parent: Option<String>,
     pub sampled: bool,
+    /// How many invocations led here (`Lineage=<hash>:<n>`, Lambda's recursive-loop count);
+    /// 0 when the caller sent none.
+    pub depth: u32,
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
@@ -39,12 +42,12 @@ pub fn new_span_id() -> String {
 impl TraceContext {
     /// A new trace, its id starting with the time as X-Ray's do.
     pub fn new(now_secs: u64, sampled: bool) -> Self {
-        Self { trace_id: format!("{:08x}{}", now_secs as u32, random_hex(24)), parent: None, sampled }
+        Self { trace_id: format!("{:08x}{}", now_secs as u32, random_hex(24)), parent: None, sampled, depth: 0 }
     }
 
     /// Reads an `X-Amzn-Trace-Id` header; `None` if it has no valid root.
     pub fn parse(header: &str) -> Option<Self> {
-        let (mut root, mut parent, mut sampled) = (None, None, None);
+        let (mut root, mut parent, mut sampled, mut depth) = (None, None, None, 0);
         for part in header.split(';') {
             let (k, v) = part.trim().split_once('=')?;
             match k {
@@ -58,20 +61,26 @@ impl TraceContext {
                 }
                 "Parent" if is_hex(v, 16) => parent = Some(v.to_ascii_lowercase()),
                 "Sampled" => sampled = Some(v == "1"),
+                "Lineage" => depth = v.rsplit(':').next().and_then(|n| n.parse().ok()).unwrap_or(0),
                 _ => {}
             }
         }
-        Some(Self { trace_id: root?, parent, sampled: sampled.unwrap_or(false) })
+        Some(Self { trace_id: root?, parent, sampled: sampled.unwrap_or(false), depth })
     }
 
     /// The `X-Amzn-Trace-Id` / `_X_AMZN_TRACE_ID` form, with `parent` as the parent span.
+    /// With a depth, it ends in `;Lineage=<8 hex of the trace>:<depth>` as Lambda's does.
     pub fn header(&self, parent: &str) -> String {
-        format!(
+        let mut h = format!(
             "Root=1-{}-{};Parent={parent};Sampled={}",
             &self.trace_id[..8],
             &self.trace_id[8..],
             if self.sampled { 1 } else { 0 }
-        )
+        );
+        if self.depth > 0 {
+            h.push_str(&format!(";Lineage={}:{}", &self.trace_id[24..], self.depth));
+        }
+        h
     }
 }
 
@@ -95,5 +104,9 @@ mod tests {
         let fresh = TraceContext::new(0x5759e988, false);
         assert!(fresh.trace_id.starts_with("5759e988") && fresh.trace_id.len() == 32);
         assert!(TraceContext::parse(&fresh.header(&new_span_id())).is_some());
+        let deep = TraceContext::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0;Lineage=a994272793:3").unwrap();
+        assert_eq!(deep.depth, 3);
+        assert!(deep.header("0123456789abcdef").ends_with(";Lineage=94272793:3"));
+        assert_eq!(TraceContext::parse(&deep.header("0123456789abcdef")).unwrap().depth, 3);
     }
 }

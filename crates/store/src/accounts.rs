@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS access_keys (
     created_ms    INTEGER NOT NULL,
     revoked_ms    INTEGER
 );
+-- the key an account's functions are given (AWS_ACCESS_KEY_ID in their environment)
+CREATE TABLE IF NOT EXISTS function_keys (
+    account       TEXT PRIMARY KEY REFERENCES accounts(id),
+    access_key_id TEXT NOT NULL REFERENCES access_keys(access_key_id)
+);
 ";
 
 /// An account as listed.
@@ -249,6 +254,26 @@ impl Accounts {
             params![access_key_id, now_ms()],
         )?;
         Ok(n > 0)
+    }
+
+    /// The key the account's functions run with (created on first use, and again if it was
+    /// revoked): functions sign their calls to Stratus's services with it.
+    pub fn function_key(&self, account: &str) -> Result<(String, String), StoreError> {
+        let current: Option<String> = self
+            .conn()
+            .query_row("SELECT access_key_id FROM function_keys WHERE account = ?1", [account], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = current
+            && let Some((_, secret)) = self.lookup(&id)?
+        {
+            return Ok((id, secret));
+        }
+        let key = self.create_key(account)?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO function_keys (account, access_key_id) VALUES (?1, ?2)",
+            params![account, key.access_key_id],
+        )?;
+        Ok((key.access_key_id, key.secret_access_key))
     }
 
     /// The account and secret of an active key.

@@ -57,7 +57,11 @@ CREATE TABLE IF NOT EXISTS async_events (
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_ms INTEGER NOT NULL,
     -- 1 while a dispatcher holds it; cleared at start-up (the holder is gone)
-    leased          INTEGER NOT NULL DEFAULT 0
+    leased          INTEGER NOT NULL DEFAULT 0,
+    -- the sender's X-Amzn-Trace-Id, which the invocation joins
+    trace           TEXT,
+    -- what sent it, when not an Invoke call (`s3`, …)
+    trigger         TEXT
 );
 CREATE INDEX IF NOT EXISTS async_events_due ON async_events(next_attempt_ms);
 CREATE TABLE IF NOT EXISTS function_urls (
@@ -107,6 +111,10 @@ pub struct AsyncEvent {
     /// Attempts made so far.
     pub attempts: u32,
     pub next_attempt_ms: i64,
+    /// The sender's `X-Amzn-Trace-Id`.
+    pub trace: Option<String>,
+    /// What sent it (`Trigger::as_str`), when not an Invoke call.
+    pub trigger: Option<String>,
 }
 
 /// A connection to the metadata database.
@@ -133,6 +141,8 @@ impl Db {
             ("functions", "last_version", "INTEGER NOT NULL DEFAULT 0"),
             ("functions", "reserved_concurrency", "INTEGER"),
             ("async_events", "leased", "INTEGER NOT NULL DEFAULT 0"),
+            ("async_events", "trace", "TEXT"),
+            ("async_events", "trigger", "TEXT"),
         ] {
             let present: bool = conn
                 .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?

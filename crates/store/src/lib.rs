@@ -10,6 +10,7 @@
 //! <data-dir>/code/trees/       the same packages unpacked, used as task roots and layers
 //! <data-dir>/code/layers/      merged `/opt` trees of functions with several layers
 //! <data-dir>/logs/<function>/  log segments
+//! <data-dir>/objects/          buckets and objects of every account (see [`objects`])
 //! ```
 //!
 //! The database is reached through [`Store::run`], which hops to a blocking thread so no
@@ -22,6 +23,7 @@ pub mod db;
 pub mod layers;
 pub mod ledger;
 pub mod logs;
+pub mod objects;
 pub mod policies;
 pub mod queue;
 pub mod routes;

@@ -89,7 +89,7 @@ fn claim(
 ) -> Result<Vec<AsyncEvent>, rusqlite::Error> {
     let events = {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms
+            "SELECT id, request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, trace, trigger
              FROM async_events WHERE next_attempt_ms <= ?1 ORDER BY next_attempt_ms, id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
@@ -102,6 +102,8 @@ fn claim(
                 received_ms: r.get(5)?,
                 attempts: r.get(6)?,
                 next_attempt_ms: r.get(7)?,
+                trace: r.get(8)?,
+                trigger: r.get(9)?,
             })
         })?;
         rows.collect::<Result<Vec<_>, _>>()?
@@ -128,8 +130,8 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             let tx = conn.transaction()?;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms)
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM functions WHERE name = ?2)",
+                    "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, trace, trigger)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM functions WHERE name = ?2)",
                 )?;
                 let mut delete = tx.prepare_cached("DELETE FROM async_events WHERE id = ?1")?;
                 let mut reschedule = tx.prepare_cached(
@@ -145,7 +147,9 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                                 e.payload,
                                 e.received_ms,
                                 e.attempts,
-                                e.next_attempt_ms
+                                e.next_attempt_ms,
+                                e.trace,
+                                e.trigger
                             ])?;
                             let outcome = if n == 0 { Err(StoreError::NotFound) } else { Ok(tx.last_insert_rowid()) };
                             replies.push((reply, outcome));
@@ -202,6 +206,8 @@ mod tests {
             qualifier: None,
             payload: b"{}".to_vec(),
             received_ms: 1,
+            trace: None,
+            trigger: None,
             attempts: 0,
             next_attempt_ms: 1,
         }

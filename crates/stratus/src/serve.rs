@@ -27,6 +27,12 @@ pub struct ServeArgs {
     /// Address of the HTTP front: function URLs and HTTP routes (port 0: any free port).
     #[arg(long, env = "STRATUS_HTTP_LISTEN", default_value = "127.0.0.1:9002")]
     http_listen: SocketAddr,
+    /// Address of the S3-compatible object API (port 0: any free port).
+    #[arg(long, env = "STRATUS_S3_LISTEN", default_value = "127.0.0.1:9003")]
+    s3_listen: SocketAddr,
+    /// The largest object accepted, in bytes (one PUT, or a completed multipart upload).
+    #[arg(long, env = "STRATUS_MAX_OBJECT_SIZE", default_value_t = objects::DEFAULT_MAX_OBJECT_SIZE)]
+    max_object_size: u64,
     /// Domain of function URL hosts, `<url-id>.lambda-url.<region>.<domain>`. Browsers and
     /// curl resolve every `*.localhost` name to this machine.
     #[arg(long, env = "STRATUS_URL_DOMAIN", default_value = "localhost")]
@@ -180,8 +186,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(args.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (the HTTP front; --http-listen)", args.http_listen))?;
+    let s3_listener = tokio::net::TcpListener::bind(args.s3_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (the object API; --s3-listen)", args.s3_listen))?;
     let addr = listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let s3_addr = s3_listener.local_addr()?;
+    let objects_store =
+        store::objects::ObjectStore::open(&data_dir.join("objects")).context("cannot open the object store")?;
     let shared = Arc::new(Shared {
         config,
         store: store.clone(),
@@ -191,6 +203,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         prices: Arc::new(prices),
         accounts: accounts.clone(),
         http_port: http_addr.port(),
+        api_url: format!("http://{}", reachable(addr)),
+        s3_url: format!("http://{}", reachable(s3_addr)),
         url_domain: args.url_domain.clone(),
         http_max_body: args.http_max_body,
     });
@@ -198,7 +212,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let front = default_state.http.clone();
     let factory_shared = shared.clone();
     let platform = api::platform::Platform::new(
-        api::auth::Authenticator::new(accounts, auth_mode, scope.account.clone(), scope.region.clone()),
+        api::auth::Authenticator::new(accounts.clone(), auth_mode, scope.account.clone(), scope.region.clone()),
         default_state,
         Box::new(move |account| factory_shared.tenant(account).map_err(|e| format!("{e:#}"))),
         metrics,
@@ -213,12 +227,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             scope.account
         ),
     }
+    let relay_platform = platform.clone();
+    let wake = triggers::objects::start_relay(
+        objects_store.clone(),
+        scope.region.clone(),
+        Arc::new(move |account| {
+            let p = relay_platform.clone();
+            Box::pin(async move { p.invoker(&account).await })
+        }),
+    );
+    let object_api = objects::Objects::new(
+        objects_store,
+        objects::Keys::new(accounts.clone()),
+        objects::ObjectsConfig {
+            region: scope.region.clone(),
+            max_object_size: args.max_object_size,
+            enforced: auth_mode == api::auth::AuthMode::Enforced,
+            default_account: scope.account.clone(),
+        },
+        Arc::new(move || wake.notify_one()),
+    );
     let app = platform.clone().app();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let http_server = tokio::spawn(triggers::http::serve(http_listener, front, async move {
-        let mut stop = stop_rx;
-        let _ = stop.wait_for(|s| *s).await;
-    }));
+    let stopped = move || {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    let http_server = tokio::spawn(triggers::http::serve(http_listener, front, stopped()));
+    let s3_server = tokio::spawn(objects::serve(
+        s3_listener,
+        objects::service(object_api, objects::Keys::new(accounts.clone()), auth_mode == api::auth::AuthMode::Enforced),
+        stopped(),
+    ));
     tracing::info!(data_dir = %data_dir.display(), "Stratus is ready");
     // Tests and scripts read the bound addresses from these lines. Written at once, and a
     // reader that stopped listening is no reason to fail.
@@ -227,7 +269,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(
             format!(
-                "Stratus listening on http://{addr}\nStratus HTTP front (function URLs, HTTP routes) on http://{http_addr}\n"
+                "Stratus listening on http://{addr}\nStratus HTTP front (function URLs, HTTP routes) on http://{http_addr}\nStratus S3 API on http://{s3_addr}\n"
             )
             .as_bytes(),
         );
@@ -243,6 +285,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?;
     let _ = http_server.await;
+    let _ = s3_server.await;
     tracing::info!("shutting down: stopping execution environments");
     platform.shutdown().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -261,6 +304,9 @@ struct Shared {
     /// Signs code download URLs.
     accounts: store::accounts::Accounts,
     http_port: u16,
+    /// The API and the object API as functions reach them.
+    api_url: String,
+    s3_url: String,
     url_domain: String,
     http_max_body: usize,
 }
@@ -273,6 +319,16 @@ impl Shared {
         let scope = Scope { region: self.config.scope.region.clone(), account: account.to_string() };
         let mut config = self.config.clone();
         config.scope = scope.clone();
+        let (key_id, secret) = self
+            .accounts
+            .function_key(account)
+            .with_context(|| format!("cannot make the function credentials of account {account}"))?;
+        config.service_env = Arc::new(vec![
+            ("AWS_ENDPOINT_URL_S3".into(), self.s3_url.clone()),
+            ("AWS_ENDPOINT_URL_LAMBDA".into(), self.api_url.clone()),
+            ("AWS_ACCESS_KEY_ID".into(), key_id),
+            ("AWS_SECRET_ACCESS_KEY".into(), secret),
+        ]);
         let store = if default {
             self.store.clone()
         } else {
@@ -306,6 +362,11 @@ impl Shared {
             accounts: Some(self.accounts.clone()),
         })
     }
+}
+
+/// The address a local client uses for a listener (an unspecified address means this host).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() { SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()) } else { addr }
 }
 
 /// The authentication mode: asked for, or chosen by the address listened on.

@@ -1,8 +1,10 @@
 //! Triggers: what turns an outside event into an invocation. Today the HTTP front (function
-//! URLs and HTTP routes); object notifications, broker pollers and schedules come next.
+//! URLs and HTTP routes) and object notifications; broker pollers and schedules come next.
 //!
 //! Every trigger invokes through `invoke::Invoker`, like the API; this crate knows the event
-//! shapes AWS sends functions (API Gateway payloads), never the control plane's wire shapes.
+//! shapes AWS sends functions (API Gateway payloads, S3 records), never the control plane's
+//! wire shapes.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod http;
+pub mod objects;

@@ -1,0 +1,998 @@
+//! Object storage: buckets, objects and multipart uploads of every account, under
+//! `<data-dir>/objects/`:
+//!
+//! ```text
+//! objects.db          buckets (with their owner and notification rules), objects, uploads,
+//!                     and the outbox of object events not yet handed to a function
+//! blobs/<xx>/<id>     object and part contents, named by a random id (never by the key)
+//! staging/<id>        uploads in progress
+//! ```
+//!
+//! A write goes to `staging/`, is renamed into `blobs/` and only then becomes visible, in one
+//! transaction that also records its notification events: a reader sees the old object or the
+//! new one, never part of one, and an acknowledged write always has its events. Anything a
+//! crash leaves in `staging/` or unreferenced in `blobs/` is removed at the next start.
+//! Commits use WAL with `synchronous=NORMAL`: they survive the process being killed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use model::objects::{NotificationRule, ObjectChange, ObjectEvent};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS buckets (
+    name          TEXT PRIMARY KEY,
+    account       TEXT NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    notifications TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS objects (
+    bucket      TEXT NOT NULL REFERENCES buckets(name),
+    -- the key's UTF-8 bytes: compared byte by byte, as S3 orders keys
+    key         BLOB NOT NULL,
+    blob        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    etag        TEXT NOT NULL,
+    modified_ms INTEGER NOT NULL,
+    attrs       TEXT NOT NULL,
+    PRIMARY KEY (bucket, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    id          TEXT PRIMARY KEY,
+    bucket      TEXT NOT NULL REFERENCES buckets(name),
+    key         BLOB NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    attrs       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS parts (
+    upload      TEXT NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,
+    number      INTEGER NOT NULL,
+    blob        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    etag        TEXT NOT NULL,
+    modified_ms INTEGER NOT NULL,
+    PRIMARY KEY (upload, number)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    event       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name        TEXT PRIMARY KEY,
+    value       INTEGER NOT NULL
+);
+";
+
+/// What S3 keeps with an object besides its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectAttrs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub website_redirect_location: Option<String>,
+    /// `x-amz-meta-*`, names lowercased.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Checksums the writer sent (algorithm → base64 value), returned as sent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checksums: BTreeMap<String, String>,
+}
+
+/// A stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+    pub modified_ms: i64,
+    pub attrs: ObjectAttrs,
+    blob: String,
+}
+
+/// A bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketInfo {
+    pub name: String,
+    pub account: String,
+    pub created_ms: i64,
+}
+
+/// One part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    pub number: u32,
+    pub size: u64,
+    pub etag: String,
+    pub modified_ms: i64,
+    blob: String,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInfo {
+    pub id: String,
+    pub bucket: String,
+    pub key: String,
+    pub created_ms: i64,
+    pub attrs: ObjectAttrs,
+}
+
+/// Bytes written to `staging/`, not yet part of anything.
+#[derive(Debug)]
+pub struct Staged {
+    pub path: PathBuf,
+    id: String,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // Committed files have been renamed away; anything else is abandoned.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Who changed an object, for its events.
+#[derive(Debug, Clone, Default)]
+pub struct Writer {
+    pub source_ip: String,
+    pub principal: String,
+    pub request_id: String,
+    /// Invocations that led to this write (from the writer's trace header).
+    pub depth: u32,
+    pub trace: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub objects: Vec<ObjectInfo>,
+    pub prefixes: Vec<String>,
+    /// Where the next page starts, when there is one (opaque to callers).
+    pub next: Option<String>,
+}
+
+/// Why a change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("The specified bucket does not exist")]
+    NoSuchBucket,
+    #[error("The specified key does not exist.")]
+    NoSuchKey,
+    #[error("The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.")]
+    NoSuchUpload,
+    #[error("The requested bucket name is not available.")]
+    BucketAlreadyExists,
+    #[error("Your previous request to create the named bucket succeeded and you already own it.")]
+    BucketAlreadyOwnedByYou,
+    #[error("The bucket you tried to delete is not empty")]
+    BucketNotEmpty,
+    #[error("One or more of the specified parts could not be found: part {0}")]
+    InvalidPart(u32),
+    #[error("The list of parts was not in ascending order.")]
+    InvalidPartOrder,
+    #[error("Your proposed upload is smaller than the minimum allowed size (part {0})")]
+    EntityTooSmall(u32),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for ObjectError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+impl From<std::io::Error> for ObjectError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// The object store. Cheap to clone.
+#[derive(Clone)]
+pub struct ObjectStore {
+    root: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn now_ms() -> i64 {
+    model::logfmt::now_ms()
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn parse_attrs(s: &str) -> ObjectAttrs {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn key_string(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The smallest part S3 accepts, except the last.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+impl ObjectStore {
+    /// Opens `<root>` (normally `<data-dir>/objects`), removing what an interrupted write left.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(root.join("blobs"))?;
+        let staging = root.join("staging");
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging)?;
+        let conn = Connection::open(root.join("objects.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        let store = Self { root: root.to_path_buf(), conn: Arc::new(Mutex::new(conn)) };
+        let removed = store.collect_garbage()?;
+        if removed > 0 {
+            tracing::info!(removed, "removed object files no object or part refers to");
+        }
+        Ok(store)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on a blocking thread.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, ObjectError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ObjectStore) -> Result<T, ObjectError> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this)).await.map_err(|_| ObjectError::Store(StoreError::WorkerGone))?
+    }
+
+    fn blob_path(&self, blob: &str) -> PathBuf {
+        self.root.join("blobs").join(&blob[..2]).join(blob)
+    }
+
+    /// Where an object's bytes are (they stay readable while open, even once replaced).
+    pub fn object_path(&self, object: &ObjectInfo) -> PathBuf {
+        self.blob_path(&object.blob)
+    }
+
+    pub fn part_path(&self, part: &PartInfo) -> PathBuf {
+        self.blob_path(&part.blob)
+    }
+
+    /// A new file in `staging/` to write an upload into.
+    pub fn stage(&self) -> Result<(Staged, std::fs::File), StoreError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let path = self.root.join("staging").join(&id);
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        Ok((Staged { path, id }, file))
+    }
+
+    /// Moves a staged file among the blobs; the caller records it or removes it.
+    fn promote(&self, staged: &Staged) -> Result<String, StoreError> {
+        let dest = self.blob_path(&staged.id);
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::rename(&staged.path, &dest)?;
+        Ok(staged.id.clone())
+    }
+
+    fn remove_blob(&self, blob: &str) {
+        let _ = std::fs::remove_file(self.blob_path(blob));
+    }
+
+    /// Removes staged files and blobs nothing refers to (what a crash mid-write leaves).
+    pub fn collect_garbage(&self) -> Result<usize, StoreError> {
+        let referenced: HashSet<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT blob FROM objects UNION ALL SELECT blob FROM parts")?;
+            stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?
+        };
+        let mut removed = 0;
+        for dir in std::fs::read_dir(self.root.join("blobs"))?.flatten() {
+            for f in std::fs::read_dir(dir.path())?.flatten() {
+                if !referenced.contains(&*f.file_name().to_string_lossy()) {
+                    std::fs::remove_file(f.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    // ---- buckets ----
+
+    pub fn create_bucket(&self, name: &str, account: &str) -> Result<BucketInfo, ObjectError> {
+        let conn = self.conn();
+        if let Some(owner) =
+            conn.query_row("SELECT account FROM buckets WHERE name = ?1", [name], |r| r.get::<_, String>(0)).optional()?
+        {
+            return Err(if owner == account {
+                ObjectError::BucketAlreadyOwnedByYou
+            } else {
+                ObjectError::BucketAlreadyExists
+            });
+        }
+        let now = now_ms();
+        conn.execute("INSERT INTO buckets (name, account, created_ms) VALUES (?1, ?2, ?3)", params![name, account, now])?;
+        Ok(BucketInfo { name: name.into(), account: account.into(), created_ms: now })
+    }
+
+    pub fn bucket(&self, name: &str) -> Result<Option<BucketInfo>, ObjectError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT name, account, created_ms FROM buckets WHERE name = ?1", [name], |r| {
+                Ok(BucketInfo { name: r.get(0)?, account: r.get(1)?, created_ms: r.get(2)? })
+            })
+            .optional()?)
+    }
+
+    /// The account's buckets, by name.
+    pub fn list_buckets(&self, account: &str) -> Result<Vec<BucketInfo>, ObjectError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, account, created_ms FROM buckets WHERE account = ?1 ORDER BY name")?;
+        let rows = stmt.query_map([account], |r| Ok(BucketInfo { name: r.get(0)?, account: r.get(1)?, created_ms: r.get(2)? }))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes an empty bucket (multipart uploads in progress are aborted with it).
+    pub fn delete_bucket(&self, name: &str) -> Result<(), ObjectError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if tx.query_row("SELECT 1 FROM buckets WHERE name = ?1", [name], |_| Ok(())).optional()?.is_none() {
+            return Err(ObjectError::NoSuchBucket);
+        }
+        if tx.query_row("SELECT 1 FROM objects WHERE bucket = ?1 LIMIT 1", [name], |_| Ok(())).optional()?.is_some() {
+            return Err(ObjectError::BucketNotEmpty);
+        }
+        let blobs: Vec<String> = {
+            let mut stmt =
+                tx.prepare("SELECT p.blob FROM parts p JOIN uploads u ON p.upload = u.id WHERE u.bucket = ?1")?;
+            stmt.query_map([name], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        tx.execute("DELETE FROM uploads WHERE bucket = ?1", [name])?;
+        tx.execute("DELETE FROM buckets WHERE name = ?1", [name])?;
+        tx.commit()?;
+        for b in blobs {
+            self.remove_blob(&b);
+        }
+        Ok(())
+    }
+
+    pub fn notifications(&self, bucket: &str) -> Result<Vec<NotificationRule>, ObjectError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row("SELECT notifications FROM buckets WHERE name = ?1", [bucket], |r| r.get(0))
+            .optional()?;
+        let text = text.ok_or(ObjectError::NoSuchBucket)?;
+        serde_json::from_str(&text).map_err(|e| ObjectError::Store(StoreError::Corrupt(e.to_string())))
+    }
+
+    pub fn set_notifications(&self, bucket: &str, rules: &[NotificationRule]) -> Result<(), ObjectError> {
+        let n = self
+            .conn()
+            .execute("UPDATE buckets SET notifications = ?2 WHERE name = ?1", params![bucket, json(&rules)])?;
+        if n == 0 { Err(ObjectError::NoSuchBucket) } else { Ok(()) }
+    }
+
+    // ---- objects ----
+
+    pub fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, ObjectError> {
+        let conn = self.conn();
+        let found = conn
+            .query_row(
+                "SELECT blob, size, etag, modified_ms, attrs FROM objects WHERE bucket = ?1 AND key = ?2",
+                params![bucket, key.as_bytes()],
+                |r| {
+                    Ok(ObjectInfo {
+                        key: key.to_string(),
+                        blob: r.get(0)?,
+                        size: r.get::<_, i64>(1)? as u64,
+                        etag: r.get(2)?,
+                        modified_ms: r.get(3)?,
+                        attrs: parse_attrs(&r.get::<_, String>(4)?),
+                    })
+                },
+            )
+            .optional()?;
+        match found {
+            Some(o) => Ok(o),
+            None => Err(Self::missing(&conn, bucket)?),
+        }
+    }
+
+    fn missing(conn: &Connection, bucket: &str) -> Result<ObjectError, rusqlite::Error> {
+        let exists = conn.query_row("SELECT 1 FROM buckets WHERE name = ?1", [bucket], |_| Ok(())).optional()?;
+        Ok(if exists.is_some() { ObjectError::NoSuchKey } else { ObjectError::NoSuchBucket })
+    }
+
+    /// Makes `staged` the object `bucket/key` and records the events its bucket's rules ask
+    /// for, in one transaction. Returns the object and the number of events.
+    pub fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        staged: Staged,
+        size: u64,
+        etag: &str,
+        attrs: &ObjectAttrs,
+        change: ObjectChange,
+        writer: &Writer,
+    ) -> Result<(ObjectInfo, usize), ObjectError> {
+        let blob = self.promote(&staged)?;
+        let result = self.record(bucket, key, &blob, size, etag, attrs, change, writer, None);
+        if result.is_err() {
+            self.remove_blob(&blob);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        bucket: &str,
+        key: &str,
+        blob: &str,
+        size: u64,
+        etag: &str,
+        attrs: &ObjectAttrs,
+        change: ObjectChange,
+        writer: &Writer,
+        finishing_upload: Option<&str>,
+    ) -> Result<(ObjectInfo, usize), ObjectError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some((account, rules)) = tx
+            .query_row("SELECT account, notifications FROM buckets WHERE name = ?1", [bucket], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()?
+        else {
+            return Err(ObjectError::NoSuchBucket);
+        };
+        let old: Option<String> = tx
+            .query_row("SELECT blob FROM objects WHERE bucket = ?1 AND key = ?2", params![bucket, key.as_bytes()], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let now = now_ms();
+        tx.execute(
+            "INSERT OR REPLACE INTO objects (bucket, key, blob, size, etag, modified_ms, attrs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![bucket, key.as_bytes(), blob, size as i64, etag, now, json(attrs)],
+        )?;
+        let mut dropped_parts = Vec::new();
+        if let Some(upload) = finishing_upload {
+            let mut stmt = tx.prepare("SELECT blob FROM parts WHERE upload = ?1")?;
+            dropped_parts = stmt.query_map([upload], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            drop(stmt);
+            tx.execute("DELETE FROM uploads WHERE id = ?1", [upload])?;
+        }
+        let events = Self::emit(&tx, &account, &rules, bucket, key, size, etag, change, writer, now)?;
+        tx.commit()?;
+        drop(conn);
+        for b in old.iter().chain(&dropped_parts) {
+            if b != blob {
+                self.remove_blob(b);
+            }
+        }
+        let info = ObjectInfo {
+            key: key.to_string(),
+            size,
+            etag: etag.to_string(),
+            modified_ms: now,
+            attrs: attrs.clone(),
+            blob: blob.to_string(),
+        };
+        Ok((info, events))
+    }
+
+    /// Writes the outbox rows for one change; returns how many.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        tx: &rusqlite::Transaction<'_>,
+        account: &str,
+        rules: &str,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        etag: &str,
+        change: ObjectChange,
+        writer: &Writer,
+        now: i64,
+    ) -> Result<usize, ObjectError> {
+        let rules: Vec<NotificationRule> = serde_json::from_str(rules).unwrap_or_default();
+        let matching: Vec<&NotificationRule> = rules.iter().filter(|r| r.matches(change, key)).collect();
+        if matching.is_empty() {
+            return Ok(0);
+        }
+        let seq: i64 = tx.query_row(
+            "INSERT INTO counters (name, value) VALUES ('sequencer', 1)
+             ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+            [],
+            |r| r.get(0),
+        )?;
+        for rule in &matching {
+            let event = ObjectEvent {
+                account: account.to_string(),
+                function_arn: rule.function_arn.clone(),
+                configuration_id: rule.id.clone(),
+                event_name: change.event_name().to_string(),
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                size,
+                etag: etag.to_string(),
+                sequencer: format!("{seq:016X}"),
+                time_ms: now,
+                source_ip: writer.source_ip.clone(),
+                principal: writer.principal.clone(),
+                request_id: writer.request_id.clone(),
+                depth: writer.depth,
+                trace: writer.trace.clone(),
+            };
+            tx.execute("INSERT INTO outbox (event) VALUES (?1)", [json(&event)])?;
+        }
+        Ok(matching.len())
+    }
+
+    /// Deletes an object (absent is not an error, as in S3). Returns whether it existed.
+    pub fn delete(&self, bucket: &str, key: &str, writer: &Writer) -> Result<bool, ObjectError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some((account, rules)) = tx
+            .query_row("SELECT account, notifications FROM buckets WHERE name = ?1", [bucket], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()?
+        else {
+            return Err(ObjectError::NoSuchBucket);
+        };
+        let old: Option<String> = tx
+            .query_row(
+                "DELETE FROM objects WHERE bucket = ?1 AND key = ?2 RETURNING blob",
+                params![bucket, key.as_bytes()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if old.is_some() {
+            Self::emit(&tx, &account, &rules, bucket, key, 0, "", ObjectChange::Delete, writer, now_ms())?;
+        }
+        tx.commit()?;
+        drop(conn);
+        if let Some(b) = &old {
+            self.remove_blob(b);
+        }
+        Ok(old.is_some())
+    }
+
+    /// Copies an object (its bytes are copied, so either may change later on its own).
+    pub fn copy(
+        &self,
+        from: (&str, &str),
+        to: (&str, &str),
+        attrs: Option<&ObjectAttrs>,
+        writer: &Writer,
+    ) -> Result<(ObjectInfo, usize), ObjectError> {
+        let src = self.head(from.0, from.1)?;
+        let (staged, mut file) = self.stage()?;
+        let mut input = std::fs::File::open(self.object_path(&src))?;
+        std::io::copy(&mut input, &mut file)?;
+        drop(file);
+        let attrs = attrs.cloned().unwrap_or_else(|| src.attrs.clone());
+        self.put(to.0, to.1, staged, src.size, &src.etag, &attrs, ObjectChange::Copy, writer)
+    }
+
+    /// A page of `bucket`'s keys in byte order: those starting with `prefix`, after `after`
+    /// (a key, or a token from an earlier page), grouped by `delimiter`, at most `max`.
+    pub fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Result<Listing, ObjectError> {
+        let conn = self.conn();
+        if conn.query_row("SELECT 1 FROM buckets WHERE name = ?1", [bucket], |_| Ok(())).optional()?.is_none() {
+            return Err(ObjectError::NoSuchBucket);
+        }
+        let mut out = Listing::default();
+        if max == 0 {
+            return Ok(out);
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT key, blob, size, etag, modified_ms, attrs FROM objects
+             WHERE bucket = ?1 AND key >= ?2 AND key > ?3 ORDER BY key LIMIT 256",
+        )?;
+        let mut cursor: Vec<u8> = after.map(<[u8]>::to_vec).unwrap_or_default();
+        let delimiter = delimiter.filter(|d| !d.is_empty());
+        loop {
+            let rows: Vec<(Vec<u8>, String, i64, String, i64, String)> = stmt
+                .query_map(params![bucket, prefix.as_bytes(), cursor], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            if rows.is_empty() {
+                return Ok(out);
+            }
+            for (key, blob, size, etag, modified_ms, attrs) in rows {
+                if !key.starts_with(prefix.as_bytes()) {
+                    return Ok(out); // keys are ordered: none after this one has the prefix
+                }
+                if out.objects.len() + out.prefixes.len() == max {
+                    out.next = Some(hex::encode(&cursor));
+                    return Ok(out);
+                }
+                let rest = &key[prefix.len()..];
+                let grouped = delimiter.and_then(|d| {
+                    rest.windows(d.len()).position(|w| w == d.as_bytes()).map(|at| key[..prefix.len() + at + d.len()].to_vec())
+                });
+                match grouped {
+                    Some(common) => {
+                        // Skip every key under this prefix: 0xFF never occurs in UTF-8.
+                        cursor = common.clone();
+                        cursor.push(0xFF);
+                        out.prefixes.push(key_string(common));
+                        break;
+                    }
+                    None => {
+                        cursor = key.clone();
+                        out.objects.push(ObjectInfo {
+                            key: key_string(key),
+                            blob,
+                            size: size as u64,
+                            etag,
+                            modified_ms,
+                            attrs: parse_attrs(&attrs),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- multipart uploads ----
+
+    pub fn create_upload(&self, bucket: &str, key: &str, attrs: &ObjectAttrs) -> Result<UploadInfo, ObjectError> {
+        let conn = self.conn();
+        if conn.query_row("SELECT 1 FROM buckets WHERE name = ?1", [bucket], |_| Ok(())).optional()?.is_none() {
+            return Err(ObjectError::NoSuchBucket);
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let now = now_ms();
+        conn.execute(
+            "INSERT INTO uploads (id, bucket, key, created_ms, attrs) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, bucket, key.as_bytes(), now, json(attrs)],
+        )?;
+        Ok(UploadInfo { id, bucket: bucket.into(), key: key.into(), created_ms: now, attrs: attrs.clone() })
+    }
+
+    pub fn upload(&self, bucket: &str, key: &str, id: &str) -> Result<UploadInfo, ObjectError> {
+        self.conn()
+            .query_row(
+                "SELECT created_ms, attrs FROM uploads WHERE id = ?1 AND bucket = ?2 AND key = ?3",
+                params![id, bucket, key.as_bytes()],
+                |r| {
+                    Ok(UploadInfo {
+                        id: id.into(),
+                        bucket: bucket.into(),
+                        key: key.into(),
+                        created_ms: r.get(0)?,
+                        attrs: parse_attrs(&r.get::<_, String>(1)?),
+                    })
+                },
+            )
+            .optional()?
+            .ok_or(ObjectError::NoSuchUpload)
+    }
+
+    /// Records a part (replacing an earlier part of the same number).
+    pub fn put_part(&self, upload: &str, number: u32, staged: Staged, size: u64, etag: &str) -> Result<(), ObjectError> {
+        let blob = self.promote(&staged)?;
+        let result = (|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            if tx.query_row("SELECT 1 FROM uploads WHERE id = ?1", [upload], |_| Ok(())).optional()?.is_none() {
+                return Err(ObjectError::NoSuchUpload);
+            }
+            let old: Option<String> = tx
+                .query_row("SELECT blob FROM parts WHERE upload = ?1 AND number = ?2", params![upload, number], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO parts (upload, number, blob, size, etag, modified_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![upload, number, blob, size as i64, etag, now_ms()],
+            )?;
+            tx.commit()?;
+            Ok(old)
+        })();
+        match result {
+            Ok(old) => {
+                if let Some(b) = old {
+                    self.remove_blob(&b);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.remove_blob(&blob);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn parts(&self, upload: &str) -> Result<Vec<PartInfo>, ObjectError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT number, size, etag, modified_ms, blob FROM parts WHERE upload = ?1 ORDER BY number",
+        )?;
+        let rows = stmt.query_map([upload], |r| {
+            Ok(PartInfo {
+                number: r.get(0)?,
+                size: r.get::<_, i64>(1)? as u64,
+                etag: r.get(2)?,
+                modified_ms: r.get(3)?,
+                blob: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Joins the named parts (number, ETag as the client saw it) into the object. The parts'
+    /// MD5s (raw) are handed to `etag` to make the object's ETag.
+    pub fn complete_upload(
+        &self,
+        upload: &UploadInfo,
+        chosen: &[(u32, String)],
+        max_size: u64,
+        writer: &Writer,
+    ) -> Result<(ObjectInfo, usize), CompleteError> {
+        let stored = self.parts(&upload.id)?;
+        let mut picked = Vec::with_capacity(chosen.len());
+        let mut last = 0;
+        for (i, (number, etag)) in chosen.iter().enumerate() {
+            if *number <= last {
+                return Err(ObjectError::InvalidPartOrder.into());
+            }
+            last = *number;
+            let Some(part) = stored.iter().find(|p| p.number == *number && p.etag == etag.trim_matches('"')) else {
+                return Err(ObjectError::InvalidPart(*number).into());
+            };
+            if i + 1 < chosen.len() && part.size < MIN_PART_SIZE {
+                return Err(ObjectError::EntityTooSmall(*number).into());
+            }
+            picked.push(part.clone());
+        }
+        if picked.is_empty() {
+            return Err(ObjectError::InvalidPart(0).into());
+        }
+        let size: u64 = picked.iter().map(|p| p.size).sum();
+        if size > max_size {
+            return Err(CompleteError::TooLarge(size));
+        }
+        let (staged, mut file) = self.stage().map_err(ObjectError::from)?;
+        let mut md5s = Vec::with_capacity(picked.len() * 16);
+        for p in &picked {
+            let mut input = std::fs::File::open(self.part_path(p)).map_err(ObjectError::from)?;
+            std::io::copy(&mut input, &mut file).map_err(ObjectError::from)?;
+            md5s.extend(hex::decode(&p.etag).unwrap_or_default());
+        }
+        file.sync_data().map_err(ObjectError::from)?;
+        drop(file);
+        let etag = format!("{}-{}", hex::encode(md5(&md5s)), picked.len());
+        let blob = self.promote(&staged)?;
+        let result = self.record(
+            &upload.bucket,
+            &upload.key,
+            &blob,
+            size,
+            &etag,
+            &upload.attrs,
+            ObjectChange::CompleteMultipartUpload,
+            writer,
+            Some(&upload.id),
+        );
+        if result.is_err() {
+            self.remove_blob(&blob);
+        }
+        Ok(result?)
+    }
+
+    pub fn abort_upload(&self, upload: &str) -> Result<(), ObjectError> {
+        let parts = self.parts(upload)?;
+        let n = self.conn().execute("DELETE FROM uploads WHERE id = ?1", [upload])?;
+        if n == 0 {
+            return Err(ObjectError::NoSuchUpload);
+        }
+        for p in parts {
+            self.remove_blob(&p.blob);
+        }
+        Ok(())
+    }
+
+    /// The bucket's uploads in progress.
+    pub fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<UploadInfo>, ObjectError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, key, created_ms, attrs FROM uploads WHERE bucket = ?1 AND key >= ?2 ORDER BY key, created_ms")?;
+        let rows = stmt.query_map(params![bucket, prefix.as_bytes()], |r| {
+            Ok(UploadInfo {
+                id: r.get(0)?,
+                bucket: bucket.into(),
+                key: key_string(r.get(1)?),
+                created_ms: r.get(2)?,
+                attrs: parse_attrs(&r.get::<_, String>(3)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?.into_iter().filter(|u| u.key.starts_with(prefix)).collect())
+    }
+
+    // ---- the outbox ----
+
+    /// Events not yet handed over, oldest first.
+    pub fn pending_events(&self, limit: usize) -> Result<Vec<(i64, ObjectEvent)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id, event FROM outbox ORDER BY id LIMIT ?1")?;
+        let rows = stmt.query_map([limit as i64], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, text) = row?;
+            match serde_json::from_str(&text) {
+                Ok(ev) => out.push((id, ev)),
+                Err(e) => {
+                    tracing::error!(id, error = %e, "unreadable object event dropped");
+                    conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets events that were handed over.
+    pub fn events_done(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for id in ids {
+            tx.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Why completing a multipart upload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CompleteError {
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error("the object would be {0} bytes, more than allowed")]
+    TooLarge(u64),
+}
+
+impl From<StoreError> for CompleteError {
+    fn from(e: StoreError) -> Self {
+        Self::Object(e.into())
+    }
+}
+
+fn md5(data: &[u8]) -> [u8; 16] {
+    use md5::Digest;
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&md5::Md5::digest(data));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn stage(s: &ObjectStore, bytes: &[u8]) -> Staged {
+        let (staged, mut f) = s.stage().unwrap();
+        f.write_all(bytes).unwrap();
+        staged
+    }
+
+    fn put(s: &ObjectStore, key: &str) {
+        let st = stage(s, key.as_bytes());
+        s.put("b", key, st, key.len() as u64, "e", &ObjectAttrs::default(), ObjectChange::Put, &Writer::default())
+            .unwrap();
+    }
+
+    #[test]
+    fn listing_groups_by_delimiter_and_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ObjectStore::open(dir.path()).unwrap();
+        s.create_bucket("b", "1").unwrap();
+        for k in ["a/1", "a/2", "b", "c/x/1", "c/y", "d"] {
+            put(&s, k);
+        }
+        let all = s.list("b", "", Some("/"), None, 1000).unwrap();
+        assert_eq!(all.objects.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["b", "d"]);
+        assert_eq!(all.prefixes, ["a/", "c/"]);
+        assert!(all.next.is_none());
+        let under_c = s.list("b", "c/", Some("/"), None, 1000).unwrap();
+        assert_eq!(under_c.prefixes, ["c/x/"]);
+        assert_eq!(under_c.objects[0].key, "c/y");
+        // Pages of two, following the tokens, give everything once.
+        let mut seen = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = s.list("b", "", Some("/"), after.as_deref(), 2).unwrap();
+            seen.extend(page.objects.iter().map(|o| o.key.clone()));
+            seen.extend(page.prefixes.iter().cloned());
+            match page.next {
+                Some(t) => after = Some(hex::decode(t).unwrap()),
+                None => break,
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, ["a/", "b", "c/", "d"]);
+    }
+
+    #[test]
+    fn writes_replace_whole_objects_and_leave_no_files_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ObjectStore::open(dir.path()).unwrap();
+        s.create_bucket("b", "1").unwrap();
+        put(&s, "k");
+        let first = s.head("b", "k").unwrap();
+        let st = stage(&s, b"second");
+        s.put("b", "k", st, 6, "e2", &ObjectAttrs::default(), ObjectChange::Put, &Writer::default()).unwrap();
+        assert!(!s.object_path(&first).exists(), "the replaced bytes are removed");
+        assert_eq!(std::fs::read(s.object_path(&s.head("b", "k").unwrap())).unwrap(), b"second");
+        // An upload into a missing bucket leaves nothing.
+        let st = stage(&s, b"x");
+        assert!(matches!(
+            s.put("nope", "k", st, 1, "e", &ObjectAttrs::default(), ObjectChange::Put, &Writer::default()),
+            Err(ObjectError::NoSuchBucket)
+        ));
+        assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0);
+        let blobs: usize = std::fs::read_dir(dir.path().join("blobs"))
+            .unwrap()
+            .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+            .sum();
+        assert_eq!(blobs, 1);
+        assert!(matches!(s.delete_bucket("b"), Err(ObjectError::BucketNotEmpty)));
+        assert!(s.delete("b", "k", &Writer::default()).unwrap());
+        s.delete_bucket("b").unwrap();
+    }
+
+    #[test]
+    fn matching_rules_put_events_in_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ObjectStore::open(dir.path()).unwrap();
+        s.create_bucket("b", "1").unwrap();
+        let rule = NotificationRule {
+            id: "r".into(),
+            function_arn: "arn:aws:lambda:us-east-1:1:function:f".into(),
+            events: vec!["s3:ObjectCreated:*".into()],
+            prefix: Some("in/".into()),
+            suffix: None,
+        };
+        s.set_notifications("b", &[rule]).unwrap();
+        put(&s, "in/a");
+        put(&s, "out/a");
+        put(&s, "in/b");
+        let events = s.pending_events(10).unwrap();
+        assert_eq!(events.iter().map(|(_, e)| e.key.as_str()).collect::<Vec<_>>(), ["in/a", "in/b"]);
+        assert!(events[0].1.sequencer < events[1].1.sequencer);
+        s.events_done(&[events[0].0]).unwrap();
+        assert_eq!(s.pending_events(10).unwrap().len(), 1);
+    }
+}

@@ -194,7 +194,8 @@ impl Stratus {
     fn start_with(bin_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cmd = Command::new(bin_dir.join("stratus"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0"]);
+        cmd.arg("--data-dir").arg(dir.path());
         if !extra.contains(&"--max-environments") {
             cmd.args(["--max-environments", "64"]);
         }

@@ -39,6 +39,7 @@ class Server:
         self.proc = None
         self.endpoint = None
         self.http_endpoint = None
+        self.s3_endpoint = None
         self.log_path = self.data_dir.parent / (self.data_dir.name + ".server.log")
 
     def start(self, timeout=20):
@@ -50,7 +51,7 @@ class Server:
         self.proc = subprocess.Popen(
             [
                 str(BIN), "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-                "--http-listen", "127.0.0.1:0", *isolation, *self.extra,
+                "--http-listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", *isolation, *self.extra,
             ],
             stdout=subprocess.PIPE,
             stderr=log,
@@ -64,6 +65,8 @@ class Server:
             elif line.startswith("Stratus HTTP front ") and self.endpoint:
                 # The function URLs and HTTP routes (`http://127.0.0.1:PORT`).
                 self.http_endpoint = line.split()[-1]
+            elif line.startswith("Stratus S3 API on ") and self.http_endpoint:
+                self.s3_endpoint = line.split()[-1]
                 return self
             if not line and self.proc.poll() is not None:
                 break
@@ -110,6 +113,26 @@ class Server:
         if check and out.returncode != 0:
             raise AssertionError(f"stratus {' '.join(args)} failed ({out.returncode}): {out.stderr}")
         return out
+
+    def access_key(self, account="000000000000"):
+        """A new access key of `account` (the object API verifies every key it is given)."""
+        out = subprocess.run(
+            [str(BIN), "accounts", "keys", "create", account, "--data-dir", str(self.data_dir), "--json"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+        key = json.loads(out.stdout)
+        return key["access_key_id"], key["secret_access_key"]
+
+    def s3(self, account="000000000000", **config):
+        key, secret = self.access_key(account)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            config=Config(retries={"max_attempts": 0}, **config),
+        )
 
     def server_log(self):
         return self.log_path.read_text(errors="replace")

@@ -269,7 +269,7 @@ def test_development_mode_still_verifies_known_keys(server):
 def test_development_mode_is_refused_off_loopback(tmp_path):
     out = subprocess.run(
         [str(BIN), "serve", "--data-dir", str(tmp_path / "d"), "--listen", "0.0.0.0:0", "--http-listen",
-         "127.0.0.1:0", "--auth", "development", "--unisolated"],
+         "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", "--auth", "development", "--unisolated"],
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode != 0 and "only allowed when listening on loopback" in out.stderr

@@ -154,10 +154,19 @@ pub async fn serve(
             let id = new_request_id();
             req.extensions_mut().insert(RemoteAddr(remote));
             req.extensions_mut().insert(RequestId(id.clone()));
+            // An empty body sent with `Expect: 100-continue` leaves hyper's connection state
+            // out of step with the client's (the AWS CLI then waits 60 s on its next request
+            // on that connection): such a connection is not reused.
+            let h = req.headers();
+            let empty_expect = h.get(hyper::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+                && h.get(hyper::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
             async move {
                 let mut resp = hyper::service::Service::call(&svc, req).await?;
                 if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
                     resp.headers_mut().insert("x-amz-request-id", v);
+                }
+                if empty_expect {
+                    resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
                 }
                 Ok::<_, s3s::HttpError>(resp)
             }

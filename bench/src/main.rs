@@ -8,12 +8,15 @@
 //!   starting the same interpreter and handler directly.
 //! - `http`: a function URL against Invoke of the same function (latency and throughput).
 //! - `metering`: the same warm Invoke with metering on (the default) against `--no-metering`.
+//! - `objects`: the S3 API's PUT/GET throughput against the same bytes written and read on the
+//!   same disk directly, and upload-to-invocation latency against an async Invoke.
 //!
 //! Run `cargo build --release --workspace && target/release/stratus-bench all` (see README.md).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod metering;
+mod objects;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -93,6 +96,17 @@ enum Cmd {
         /// Rounds per side; the sides alternate (off, on, off, on, ...).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+    },
+    /// The object API: PUT and GET throughput (4 KB and 8 MB objects) against writing and
+    /// reading the same bytes on the same disk directly, and upload-to-invocation latency
+    /// against an asynchronous Invoke of the same function.
+    Objects {
+        /// Seconds measured per throughput run (after a 1 s warm-up).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Uploads timed for the upload-to-invocation latency.
+        #[arg(long, default_value_t = 200)]
+        events: usize,
     },
     /// The floor: a plain hyper server echoing JSON (used by `warm`).
     Floor,
@@ -204,7 +218,7 @@ impl Stratus {
         if let Ok(v) = std::env::var("STRATUS_WORKER_THREADS") {
             cmd.env("STRATUS_WORKER_THREADS", v);
         }
-        let proc = Proc::start_lines(cmd, 2)?;
+        let proc = Proc::start_lines(cmd, 3)?;
         Ok(Self { proc, _dir: dir, client: http_client() })
     }
 
@@ -919,13 +933,15 @@ fn main() -> anyhow::Result<()> {
             Cmd::Metering { requests, seconds, rounds } => {
                 metering::metering(&cli.bin_dir, requests, seconds, rounds).await
             }
+            Cmd::Objects { seconds, events } => objects::objects(&cli.bin_dir, seconds, events).await,
             Cmd::All => {
                 warm(&cli.bin_dir, 3000, 10).await?;
                 cold(&cli.bin_dir, 15).await?;
                 sandbox(&cli.bin_dir, 15, 3000).await?;
                 scale(&cli.bin_dir, 200, 2000).await?;
                 http(&cli.bin_dir, 3000, 10).await?;
-                metering::metering(&cli.bin_dir, 3000, 5, 3).await
+                metering::metering(&cli.bin_dir, 3000, 5, 3).await?;
+                objects::objects(&cli.bin_dir, 5, 200).await
             }
         }
     })

@@ -433,3 +433,56 @@ def test_a_function_writing_into_its_own_trigger_bucket_is_stopped(fresh_server,
     keys = sorted((o["Key"] for o in s3.list_objects_v2(Bucket="loop")["Contents"]), key=lambda k: int(k.split("-")[1]))
     assert keys == [f"gen-{i}" for i in range(17)], "16 invocations, then the loop is stopped"
     assert b"Lineage=" in s3.get_object(Bucket="loop", Key="gen-16")["Body"].read()
+
+
+def test_readers_never_see_half_an_object(server, s3):
+    import concurrent.futures
+
+    bucket = unique("atomic").lower().replace("_", "-")
+    s3.create_bucket(Bucket=bucket)
+    versions = {bytes([i]) * (3 * 1024 * 1024): i for i in range(1, 6)}
+    s3.put_object(Bucket=bucket, Key="k", Body=next(iter(versions)))
+    stop = time.time() + 4
+    seen = set()
+
+    def write():
+        while time.time() < stop:
+            for body in versions:
+                s3.put_object(Bucket=bucket, Key="k", Body=body)
+
+    def read():
+        while time.time() < stop:
+            body = s3.get_object(Bucket=bucket, Key="k")["Body"].read()
+            assert body in versions, f"a torn read: {len(body)} bytes"
+            seen.add(versions[body])
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        futures = [ex.submit(write), ex.submit(read), ex.submit(read)]
+        for f in futures:
+            f.result()
+    assert len(seen) > 1, "the readers saw the object change"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs as a full disk")
+def test_a_full_disk_fails_the_upload_and_leaves_nothing(fresh_server, tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], check=True)
+    try:
+        s = fresh_server(data_dir=mnt / "data")
+        s3 = s.s3()
+        s3.create_bucket(Bucket="full")
+        s3.put_object(Bucket="full", Key="before", Body=b"kept")
+        with pytest.raises(ClientError) as e:
+            s3.put_object(Bucket="full", Key="huge", Body=os.urandom(32 * 1024 * 1024))
+        assert err(e) == "InsufficientStorage"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 507
+        assert list((s.data_dir / "objects" / "staging").iterdir()) == [], "the partial upload was removed"
+        with pytest.raises(ClientError):
+            s3.head_object(Bucket="full", Key="huge")
+        assert s3.get_object(Bucket="full", Key="before")["Body"].read() == b"kept"
+        s3.put_object(Bucket="full", Key="after", Body=b"still works")
+        assert s3.get_object(Bucket="full", Key="after")["Body"].read() == b"still works"
+        s.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

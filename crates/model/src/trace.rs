@@ -104,7 +104,8 @@ mod tests {
         let fresh = TraceContext::new(0x5759e988, false);
         assert!(fresh.trace_id.starts_with("5759e988") && fresh.trace_id.len() == 32);
         assert!(TraceContext::parse(&fresh.header(&new_span_id())).is_some());
-        let deep = TraceContext::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0;Lineage=a994272793:3").unwrap();
+        let deep =
+            TraceContext::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0;Lineage=a994272793:3").unwrap();
         assert_eq!(deep.depth, 3);
         assert!(deep.header("0123456789abcdef").ends_with(";Lineage=94272793:3"));
         assert_eq!(TraceContext::parse(&deep.header("0123456789abcdef")).unwrap().depth, 3);

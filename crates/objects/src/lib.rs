@@ -40,11 +40,14 @@ pub struct ObjectsConfig {
 /// How long a looked-up key is trusted before it is read again (revocations take this long).
 const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 
+/// A key's account and secret (`None`: unknown or revoked), and when it was read.
+type CachedKey = (Option<(String, String)>, Instant);
+
 /// Access keys of `stratus accounts`, cached briefly.
 #[derive(Clone)]
 pub struct Keys {
     accounts: Accounts,
-    cache: Arc<Mutex<HashMap<String, (Option<(String, String)>, Instant)>>>,
+    cache: Arc<Mutex<HashMap<String, CachedKey>>>,
 }
 
 impl Keys {
@@ -99,7 +102,10 @@ struct Access {
 impl s3s::access::S3Access for Access {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
         if self.enforced && cx.credentials().is_none() {
-            return Err(s3_error!(AccessDenied, "Anonymous access is not allowed: sign the request with an access key"));
+            return Err(s3_error!(
+                AccessDenied,
+                "Anonymous access is not allowed: sign the request with an access key"
+            ));
         }
         Ok(())
     }
@@ -158,15 +164,17 @@ pub async fn serve(
             // out of step with the client's (the AWS CLI then waits 60 s on its next request
             // on that connection): such a connection is not reused.
             let h = req.headers();
-            let empty_expect = h.get(hyper::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-                && h.get(hyper::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
+            let empty_expect =
+                h.get(hyper::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+                    && h.get(hyper::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
             async move {
                 let mut resp = hyper::service::Service::call(&svc, req).await?;
                 if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
                     resp.headers_mut().insert("x-amz-request-id", v);
                 }
                 if empty_expect {
-                    resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+                    resp.headers_mut()
+                        .insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
                 }
                 Ok::<_, s3s::HttpError>(resp)
             }

@@ -73,10 +73,7 @@ fn check_key(key: &str) -> S3Result<()> {
 }
 
 /// The checksums a request asks to be verified.
-fn hasher(
-    algorithm: Option<&ChecksumAlgorithm>,
-    given: [bool; 5],
-) -> S3Result<s3s::checksum::ChecksumHasher> {
+fn hasher(algorithm: Option<&ChecksumAlgorithm>, given: [bool; 5]) -> S3Result<s3s::checksum::ChecksumHasher> {
     let mut h = s3s::checksum::ChecksumHasher::default();
     let [crc32, crc32c, sha1, sha256, crc64] = given;
     if crc32 {
@@ -118,7 +115,8 @@ fn verify_checksums(
     if let Some(t) = trailers.and_then(|t| t.take()) {
         for (i, name) in NAMES.iter().enumerate() {
             if let Some(v) = t.get(format!("x-amz-checksum-{name}").as_str()) {
-                sent[i] = Some(v.to_str().map_err(|_| s3_error!(InvalidArgument, "invalid checksum trailer"))?.to_owned());
+                sent[i] =
+                    Some(v.to_str().map_err(|_| s3_error!(InvalidArgument, "invalid checksum trailer"))?.to_owned());
             }
         }
     }
@@ -278,7 +276,7 @@ fn from_rule(r: NotificationRule) -> LambdaFunctionConfiguration {
     LambdaFunctionConfiguration {
         events: r.events.into_iter().map(Event::from).collect(),
         filter: (!rules.is_empty())
-            .then(|| NotificationConfigurationFilter { key: Some(S3KeyFilter { filter_rules: Some(rules) }) }),
+            .then_some(NotificationConfigurationFilter { key: Some(S3KeyFilter { filter_rules: Some(rules) }) }),
         id: Some(r.id),
         lambda_function_arn: r.function_arn,
     }
@@ -294,7 +292,7 @@ impl S3 for Objects {
         let n = name.clone();
         self.store.run(move |s| s.create_bucket(&n, &account)).await.map_err(store_error)?;
         tracing::info!(bucket = %name, account = %caller.account, "bucket created");
-        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")), ..Default::default() }))
+        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }))
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
@@ -359,8 +357,13 @@ impl S3 for Objects {
             config.lambda_function_configurations.unwrap_or_default().into_iter().map(to_rule).collect();
         for r in &rules {
             r.validate().map_err(|m| s3_error!(InvalidArgument, "{m}"))?;
-            let target = model::FunctionRef::parse(&r.function_arn, model::NameUse::Reference)
-                .map_err(|_| s3_error!(InvalidArgument, "Unable to validate the following destination configurations: {} is not a Lambda function ARN", r.function_arn))?;
+            let target = model::FunctionRef::parse(&r.function_arn, model::NameUse::Reference).map_err(|_| {
+                s3_error!(
+                    InvalidArgument,
+                    "Unable to validate the following destination configurations: {} is not a Lambda function ARN",
+                    r.function_arn
+                )
+            })?;
             if !r.function_arn.starts_with("arn:") || target.account.as_deref().is_some_and(|a| a != caller.account) {
                 return Err(s3_error!(
                     InvalidArgument,
@@ -410,7 +413,10 @@ impl S3 for Objects {
         {
             let (b, k) = (input.bucket.clone(), input.key.clone());
             if self.store.run(move |s| s.head(&b, &k)).await.is_ok() {
-                return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
             }
         }
         let h = hasher(
@@ -435,7 +441,13 @@ impl S3 for Objects {
         }
         let checksums = verify_checksums(
             &written.checksums,
-            [input.checksum_crc32, input.checksum_crc32c, input.checksum_sha1, input.checksum_sha256, input.checksum_crc64nvme],
+            [
+                input.checksum_crc32,
+                input.checksum_crc32c,
+                input.checksum_sha1,
+                input.checksum_sha256,
+                input.checksum_crc64nvme,
+            ],
             req.trailing_headers,
         )?;
         let mut attrs = attrs_of(
@@ -482,7 +494,9 @@ impl S3 for Objects {
         let (start, len, content_range) = match &input.range {
             None => (0, info.size, None),
             Some(r) => {
-                let r = r.check(info.size).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
+                let r = r
+                    .check(info.size)
+                    .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
                 (r.start, r.end - r.start, Some(format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), info.size)))
             }
         };
@@ -663,7 +677,8 @@ impl S3 for Objects {
             (None, None) => None,
         };
         let (b, p, d) = (input.bucket.clone(), input.prefix.clone().unwrap_or_default(), input.delimiter.clone());
-        let page = self.store.run(move |s| s.list(&b, &p, d.as_deref(), after.as_deref(), max)).await.map_err(store_error)?;
+        let page =
+            self.store.run(move |s| s.list(&b, &p, d.as_deref(), after.as_deref(), max)).await.map_err(store_error)?;
         let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
         let enc = |s: String| if url { urlencode(&s) } else { s };
         let count = page.objects.len() + page.prefixes.len();
@@ -679,7 +694,8 @@ impl S3 for Objects {
                 ..Default::default()
             })
             .collect();
-        let prefixes: Vec<CommonPrefix> = page.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect();
+        let prefixes: Vec<CommonPrefix> =
+            page.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect();
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
             prefix: Some(input.prefix.map(enc).unwrap_or_default()),
@@ -703,7 +719,8 @@ impl S3 for Objects {
         let max = input.max_keys.unwrap_or(1000).clamp(0, 1000) as usize;
         let after = input.marker.as_ref().map(|m| m.as_bytes().to_vec());
         let (b, p, d) = (input.bucket.clone(), input.prefix.clone().unwrap_or_default(), input.delimiter.clone());
-        let page = self.store.run(move |s| s.list(&b, &p, d.as_deref(), after.as_deref(), max)).await.map_err(store_error)?;
+        let page =
+            self.store.run(move |s| s.list(&b, &p, d.as_deref(), after.as_deref(), max)).await.map_err(store_error)?;
         let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
         let enc = |s: String| if url { urlencode(&s) } else { s };
         // Version 1 continues from the last key or prefix returned (NextMarker).
@@ -724,7 +741,8 @@ impl S3 for Objects {
                 ..Default::default()
             })
             .collect();
-        let prefixes: Vec<CommonPrefix> = page.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect();
+        let prefixes: Vec<CommonPrefix> =
+            page.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect();
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
             prefix: Some(input.prefix.map(enc).unwrap_or_default()),
@@ -800,11 +818,18 @@ impl S3 for Objects {
         }
         let kept = verify_checksums(
             &written.checksums,
-            [input.checksum_crc32, input.checksum_crc32c, input.checksum_sha1, input.checksum_sha256, input.checksum_crc64nvme],
+            [
+                input.checksum_crc32,
+                input.checksum_crc32c,
+                input.checksum_sha1,
+                input.checksum_sha256,
+                input.checksum_crc64nvme,
+            ],
             req.trailing_headers,
         )?;
         let etag_hex = hex::encode(written.md5);
-        let (id, n, size, staged, e) = (input.upload_id, input.part_number as u32, written.size, written.staged, etag_hex.clone());
+        let (id, n, size, staged, e) =
+            (input.upload_id, input.part_number as u32, written.size, written.staged, etag_hex.clone());
         self.store.run(move |s| s.put_part(&id, n, staged, size, &e)).await.map_err(store_error)?;
         let c = |n: &str| kept.get(n).cloned();
         Ok(S3Response::new(UploadPartOutput {

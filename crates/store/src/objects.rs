@@ -171,7 +171,9 @@ pub enum ObjectError {
     NoSuchBucket,
     #[error("The specified key does not exist.")]
     NoSuchKey,
-    #[error("The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.")]
+    #[error(
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+    )]
     NoSuchUpload,
     #[error("The requested bucket name is not available.")]
     BucketAlreadyExists,
@@ -320,8 +322,9 @@ impl ObjectStore {
 
     pub fn create_bucket(&self, name: &str, account: &str) -> Result<BucketInfo, ObjectError> {
         let conn = self.conn();
-        if let Some(owner) =
-            conn.query_row("SELECT account FROM buckets WHERE name = ?1", [name], |r| r.get::<_, String>(0)).optional()?
+        if let Some(owner) = conn
+            .query_row("SELECT account FROM buckets WHERE name = ?1", [name], |r| r.get::<_, String>(0))
+            .optional()?
         {
             return Err(if owner == account {
                 ObjectError::BucketAlreadyOwnedByYou
@@ -330,7 +333,10 @@ impl ObjectStore {
             });
         }
         let now = now_ms();
-        conn.execute("INSERT INTO buckets (name, account, created_ms) VALUES (?1, ?2, ?3)", params![name, account, now])?;
+        conn.execute(
+            "INSERT INTO buckets (name, account, created_ms) VALUES (?1, ?2, ?3)",
+            params![name, account, now],
+        )?;
         Ok(BucketInfo { name: name.into(), account: account.into(), created_ms: now })
     }
 
@@ -346,8 +352,10 @@ impl ObjectStore {
     /// The account's buckets, by name.
     pub fn list_buckets(&self, account: &str) -> Result<Vec<BucketInfo>, ObjectError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, account, created_ms FROM buckets WHERE account = ?1 ORDER BY name")?;
-        let rows = stmt.query_map([account], |r| Ok(BucketInfo { name: r.get(0)?, account: r.get(1)?, created_ms: r.get(2)? }))?;
+        let mut stmt =
+            conn.prepare("SELECT name, account, created_ms FROM buckets WHERE account = ?1 ORDER BY name")?;
+        let rows = stmt
+            .query_map([account], |r| Ok(BucketInfo { name: r.get(0)?, account: r.get(1)?, created_ms: r.get(2)? }))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -424,6 +432,7 @@ impl ObjectStore {
 
     /// Makes `staged` the object `bucket/key` and records the events its bucket's rules ask
     /// for, in one transaction. Returns the object and the number of events.
+    #[allow(clippy::too_many_arguments)]
     pub fn put(
         &self,
         bucket: &str,
@@ -467,9 +476,11 @@ impl ObjectStore {
             return Err(ObjectError::NoSuchBucket);
         };
         let old: Option<String> = tx
-            .query_row("SELECT blob FROM objects WHERE bucket = ?1 AND key = ?2", params![bucket, key.as_bytes()], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT blob FROM objects WHERE bucket = ?1 AND key = ?2",
+                params![bucket, key.as_bytes()],
+                |r| r.get(0),
+            )
             .optional()?;
         let now = now_ms();
         tx.execute(
@@ -640,7 +651,9 @@ impl ObjectStore {
                 }
                 let rest = &key[prefix.len()..];
                 let grouped = delimiter.and_then(|d| {
-                    rest.windows(d.len()).position(|w| w == d.as_bytes()).map(|at| key[..prefix.len() + at + d.len()].to_vec())
+                    rest.windows(d.len())
+                        .position(|w| w == d.as_bytes())
+                        .map(|at| key[..prefix.len() + at + d.len()].to_vec())
                 });
                 match grouped {
                     Some(common) => {
@@ -702,7 +715,14 @@ impl ObjectStore {
     }
 
     /// Records a part (replacing an earlier part of the same number).
-    pub fn put_part(&self, upload: &str, number: u32, staged: Staged, size: u64, etag: &str) -> Result<(), ObjectError> {
+    pub fn put_part(
+        &self,
+        upload: &str,
+        number: u32,
+        staged: Staged,
+        size: u64,
+        etag: &str,
+    ) -> Result<(), ObjectError> {
         let blob = self.promote(&staged)?;
         let result = (|| {
             let mut conn = self.conn();
@@ -738,9 +758,8 @@ impl ObjectStore {
 
     pub fn parts(&self, upload: &str) -> Result<Vec<PartInfo>, ObjectError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT number, size, etag, modified_ms, blob FROM parts WHERE upload = ?1 ORDER BY number",
-        )?;
+        let mut stmt =
+            conn.prepare("SELECT number, size, etag, modified_ms, blob FROM parts WHERE upload = ?1 ORDER BY number")?;
         let rows = stmt.query_map([upload], |r| {
             Ok(PartInfo {
                 number: r.get(0)?,
@@ -828,8 +847,9 @@ impl ObjectStore {
     /// The bucket's uploads in progress.
     pub fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<UploadInfo>, ObjectError> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT id, key, created_ms, attrs FROM uploads WHERE bucket = ?1 AND key >= ?2 ORDER BY key, created_ms")?;
+        let mut stmt = conn.prepare(
+            "SELECT id, key, created_ms, attrs FROM uploads WHERE bucket = ?1 AND key >= ?2 ORDER BY key, created_ms",
+        )?;
         let rows = stmt.query_map(params![bucket, prefix.as_bytes()], |r| {
             Ok(UploadInfo {
                 id: r.get(0)?,

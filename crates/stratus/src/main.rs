@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the Stratus server (Lambda API, Runtime API, execution environments).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Invoke a function and print its result (the log tail goes to stderr).
     Invoke(cli::InvokeArgs),
     /// List the functions.
@@ -67,7 +67,7 @@ fn main() -> std::process::ExitCode {
         };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await.map(|_| 0),
+            Command::Serve(args) => serve::run(*args).await.map(|_| 0),
             Command::Invoke(args) => cli::invoke(args).await,
             Command::Functions(args) => cli::functions(args).await.map(|_| 0),
             Command::Logs(args) => cli::logs(args).await.map(|_| 0),

@@ -20,6 +20,18 @@ pub struct Objects {
     config: Arc<ObjectsConfig>,
     /// Called after a change committed events (wakes the relay).
     on_events: Arc<dyn Fn() + Send + Sync>,
+    /// Bucket → owning account, for the buckets seen (only this process creates and deletes
+    /// buckets, so it is kept exact).
+    owners: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+}
+
+/// Objects up to this size are read in one go and answered from memory.
+const SMALL_OBJECT: u64 = 256 * 1024;
+
+/// An object's bytes, opened or (when small) already read.
+enum Content {
+    Small(bytes::Bytes),
+    File(std::fs::File),
 }
 
 impl std::fmt::Debug for Objects {
@@ -154,7 +166,7 @@ fn decode_token(t: &str) -> S3Result<Vec<u8>> {
 
 impl Objects {
     pub fn new(store: ObjectStore, keys: Keys, config: ObjectsConfig, on_events: Arc<dyn Fn() + Send + Sync>) -> Self {
-        Self { store, keys, config: Arc::new(config), on_events }
+        Self { store, keys, config: Arc::new(config), on_events, owners: Arc::default() }
     }
 
     async fn caller<T>(&self, req: &S3Request<T>) -> S3Result<Caller> {
@@ -173,13 +185,21 @@ impl Objects {
     /// The caller's account must own the bucket.
     async fn owned<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<Caller> {
         let caller = self.caller(req).await?;
-        let name = bucket.to_string();
-        let found = self.store.run(move |s| s.bucket(&name)).await.map_err(store_error)?;
-        match found {
-            None => Err(store_error(ObjectError::NoSuchBucket)),
-            Some(b) if b.account != caller.account => Err(s3_error!(AccessDenied, "Access Denied")),
-            Some(_) => Ok(caller),
+        let known = self.owners.read().unwrap_or_else(|p| p.into_inner()).get(bucket).cloned();
+        let owner = match known {
+            Some(owner) => owner,
+            None => {
+                let name = bucket.to_string();
+                let found = self.store.run(move |s| s.bucket(&name)).await.map_err(store_error)?;
+                let owner = found.ok_or_else(|| store_error(ObjectError::NoSuchBucket))?.account;
+                self.owners.write().unwrap_or_else(|p| p.into_inner()).insert(bucket.to_string(), owner.clone());
+                owner
+            }
+        };
+        if owner != caller.account {
+            return Err(s3_error!(AccessDenied, "Access Denied"));
         }
+        Ok(caller)
     }
 
     fn writer<T>(&self, req: &S3Request<T>, caller: &Caller) -> Writer {
@@ -202,17 +222,27 @@ impl Objects {
 
     /// The object's bytes, opened (a concurrent overwrite may remove the file between the
     /// lookup and the open: then the new object is read).
-    async fn open(&self, bucket: &str, key: &str) -> S3Result<(ObjectInfo, std::fs::File)> {
-        for _ in 0..3 {
-            let (b, k) = (bucket.to_string(), key.to_string());
-            let info = self.store.run(move |s| s.head(&b, &k)).await.map_err(store_error)?;
-            match std::fs::File::open(self.store.object_path(&info)) {
-                Ok(f) => return Ok((info, f)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(body::io_error(e)),
-            }
-        }
-        Err(s3_error!(InternalError, "The object kept changing while it was read; try again."))
+    async fn open(&self, bucket: &str, key: &str, whole: bool) -> S3Result<(ObjectInfo, Content)> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        self.store
+            .run(move |s| {
+                for _ in 0..3 {
+                    let info = s.head(&b, &k)?;
+                    match std::fs::File::open(s.object_path(&info)) {
+                        Ok(mut f) if whole && info.size <= SMALL_OBJECT => {
+                            let mut buf = Vec::with_capacity(info.size as usize);
+                            std::io::Read::read_to_end(&mut f, &mut buf)?;
+                            return Ok(Ok((info, Content::Small(buf.into()))));
+                        }
+                        Ok(f) => return Ok(Ok((info, Content::File(f)))),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(Err(s3_error!(InternalError, "The object kept changing while it was read; try again.")))
+            })
+            .await
+            .map_err(store_error)?
     }
 }
 
@@ -315,6 +345,7 @@ impl S3 for Objects {
         self.owned(&req, &req.input.bucket).await?;
         let name = req.input.bucket.clone();
         self.store.run(move |s| s.delete_bucket(&name)).await.map_err(store_error)?;
+        self.owners.write().unwrap_or_else(|p| p.into_inner()).remove(&req.input.bucket);
         tracing::info!(bucket = %req.input.bucket, "bucket deleted");
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
@@ -485,7 +516,7 @@ impl S3 for Objects {
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         self.owned(&req, &req.input.bucket).await?;
         let input = req.input;
-        let (info, file) = self.open(&input.bucket, &input.key).await?;
+        let (info, content) = self.open(&input.bucket, &input.key, input.range.is_none()).await?;
         if let Some(ETagCondition::ETag(want)) = &input.if_match
             && want.value() != info.etag
         {
@@ -501,11 +532,14 @@ impl S3 for Objects {
             }
         };
         let whole = content_range.is_none();
-        let stream = FileBody::open(file, start, len).await.map_err(body::io_error)?;
+        let body = match content {
+            Content::Small(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
+            Content::File(file) => StreamingBlob::new(FileBody::open(file, start, len).await.map_err(body::io_error)?),
+        };
         let a = &info.attrs;
         let c = |n: &str| if whole { a.checksums.get(n).cloned() } else { None };
         Ok(S3Response::new(GetObjectOutput {
-            body: Some(StreamingBlob::new(stream)),
+            body: Some(body),
             content_length: Some(len as i64),
             content_range,
             accept_ranges: Some("bytes".into()),

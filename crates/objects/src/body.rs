@@ -118,7 +118,7 @@ impl FileBody {
         if start > 0 {
             f.seek(std::io::SeekFrom::Start(start)).await?;
         }
-        let reader = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024);
+        let reader = tokio_util::io::ReaderStream::with_capacity(f.take(len), 1 << 20);
         Ok(Self { inner: Box::pin(reader), remaining: len as usize })
     }
 }

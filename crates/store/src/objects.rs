@@ -232,7 +232,11 @@ pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 impl ObjectStore {
     /// Opens `<root>` (normally `<data-dir>/objects`), removing what an interrupted write left.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(root.join("blobs"))?;
+        // Blobs are spread over 256 directories by the first two hex digits of their id, all
+        // made now so a write only renames.
+        for i in 0..=255u8 {
+            std::fs::create_dir_all(root.join("blobs").join(format!("{i:02x}")))?;
+        }
         let staging = root.join("staging");
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging)?;
@@ -287,11 +291,7 @@ impl ObjectStore {
 
     /// Moves a staged file among the blobs; the caller records it or removes it.
     fn promote(&self, staged: &Staged) -> Result<String, StoreError> {
-        let dest = self.blob_path(&staged.id);
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::rename(&staged.path, &dest)?;
+        std::fs::rename(&staged.path, self.blob_path(&staged.id))?;
         Ok(staged.id.clone())
     }
 

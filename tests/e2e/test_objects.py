@@ -259,6 +259,22 @@ def test_unsigned_and_wrongly_signed_requests(fresh_server):
     assert [b["Name"] for b in theirs.list_buckets()["Buckets"]] == []
 
 
+def form_upload(s3, bucket, key, data):
+    """A browser-style POST upload with a policy presigned by boto3."""
+    post = s3.generate_presigned_post(bucket, key, ExpiresIn=300)
+    boundary = "----stratus" + os.urandom(8).hex()
+    parts = []
+    for k, v in post["fields"].items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n'
+                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    req = urllib.request.Request(post["url"], data=b"".join(parts), method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status in (200, 204), r.status
+
+
 def notify(s3, bucket, arn, events=("s3:ObjectCreated:*",), prefix=None, suffix=None, config_id="cfg"):
     rules = [{"Name": n, "Value": v} for n, v in (("prefix", prefix), ("suffix", suffix)) if v]
     conf = {"Id": config_id, "LambdaFunctionArn": arn, "Events": list(events)}
@@ -296,12 +312,14 @@ def test_notifications_invoke_the_function_with_s3_records(server, lam, s3, reco
     s3.put_object(Bucket=bucket, Key="in/ignored.png", Body=b"x")
     s3.copy_object(Bucket=bucket, Key="in/copy.jpg", CopySource={"Bucket": bucket, "Key": "in/Happy Face.jpg"})
     s3.delete_object(Bucket=bucket, Key="in/copy.jpg")
-    records = wait_for(lambda: [r for r in recorder.snapshot() if r["fn"] == name] if len(recorder.snapshot()) >= 3 else None, timeout=30)
-    assert records and len(records) == 3, recorder.snapshot()
+    form_upload(s3, bucket, "in/posted.jpg", b"from a browser form")
+    assert s3.get_object(Bucket=bucket, Key="in/posted.jpg")["Body"].read() == b"from a browser form"
+    records = wait_for(lambda: [r for r in recorder.snapshot() if r["fn"] == name] if len(recorder.snapshot()) >= 4 else None, timeout=30)
+    assert records and len(records) == 4, recorder.snapshot()
     time.sleep(1)
-    assert len([r for r in recorder.snapshot() if r["fn"] == name]) == 3, "filtered keys invoke nothing"
+    assert len([r for r in recorder.snapshot() if r["fn"] == name]) == 4, "filtered keys invoke nothing"
     by_name = {r["event"]["Records"][0]["eventName"]: r["event"]["Records"][0] for r in records}
-    assert set(by_name) == {"ObjectCreated:Put", "ObjectCreated:Copy", "ObjectRemoved:Delete"}
+    assert set(by_name) == {"ObjectCreated:Put", "ObjectCreated:Copy", "ObjectRemoved:Delete", "ObjectCreated:Post"}
     rec = by_name["ObjectCreated:Put"]
     assert rec["eventSource"] == "aws:s3" and rec["eventVersion"] == "2.1" and rec["awsRegion"] == "us-east-1"
     assert rec["s3"]["bucket"]["name"] == bucket and rec["s3"]["bucket"]["arn"] == f"arn:aws:s3:::{bucket}"
@@ -318,7 +336,7 @@ def test_notifications_invoke_the_function_with_s3_records(server, lam, s3, reco
         with urllib.request.urlopen(f"{server.endpoint}/_stratus/ledger?limit=1000") as r:
             return [row for row in json.load(r)["records"] if row["function"] == name]
 
-    assert wait_for(lambda: len(rows()) == 3, timeout=10), rows()
+    assert wait_for(lambda: len(rows()) == 4, timeout=10), rows()
     assert all(r["trigger"] == "s3" for r in rows()), rows()
 
 

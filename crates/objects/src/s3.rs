@@ -214,6 +214,89 @@ impl Objects {
         }
     }
 
+    async fn put(&self, req: S3Request<PutObjectInput>, change: ObjectChange) -> S3Result<S3Response<PutObjectOutput>> {
+        let caller = self.owned(&req, &req.input.bucket).await?;
+        let writer = self.writer(&req, &caller);
+        let max = self.config.max_object_size;
+        let input = req.input;
+        check_key(&input.key)?;
+        if input.content_length.is_some_and(|n| n as u64 > max) {
+            return Err(body::too_large(max));
+        }
+        if let Some(cond) = &input.if_none_match
+            && cond.is_any()
+        {
+            let (b, k) = (input.bucket.clone(), input.key.clone());
+            if self.store.run(move |s| s.head(&b, &k)).await.is_ok() {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
+            }
+        }
+        let h = hasher(
+            input.checksum_algorithm.as_ref(),
+            [
+                input.checksum_crc32.is_some(),
+                input.checksum_crc32c.is_some(),
+                input.checksum_sha1.is_some(),
+                input.checksum_sha256.is_some(),
+                input.checksum_crc64nvme.is_some(),
+            ],
+        )?;
+        let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
+        let written = body::receive(&self.store, body, max, h).await?;
+        if let Some(md5) = &input.content_md5 {
+            let sent = base64::engine::general_purpose::STANDARD
+                .decode(md5)
+                .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified was invalid."))?;
+            if sent != written.md5 {
+                return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received."));
+            }
+        }
+        let checksums = verify_checksums(
+            &written.checksums,
+            [
+                input.checksum_crc32,
+                input.checksum_crc32c,
+                input.checksum_sha1,
+                input.checksum_sha256,
+                input.checksum_crc64nvme,
+            ],
+            req.trailing_headers,
+        )?;
+        let mut attrs = attrs_of(
+            input.content_type,
+            input.content_encoding,
+            input.content_disposition,
+            input.content_language,
+            input.cache_control,
+            input.website_redirect_location,
+            input.metadata,
+        );
+        attrs.checksums = checksums;
+        let etag_hex = hex::encode(written.md5);
+        let (bucket, key, size) = (input.bucket, input.key, written.size);
+        let staged = written.staged;
+        let (e, a) = (etag_hex.clone(), attrs.clone());
+        let (_, events) = self
+            .store
+            .run(move |s| s.put(&bucket, &key, staged, size, &e, &a, change, &writer))
+            .await
+            .map_err(store_error)?;
+        self.committed(events);
+        let c = |n: &str| attrs.checksums.get(n).cloned();
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(etag(&etag_hex)),
+            checksum_crc32: c("crc32"),
+            checksum_crc32c: c("crc32c"),
+            checksum_sha1: c("sha1"),
+            checksum_sha256: c("sha256"),
+            checksum_crc64nvme: c("crc64nvme"),
+            ..Default::default()
+        }))
+    }
+
     fn committed(&self, events: usize) {
         if events > 0 {
             (self.on_events)();
@@ -274,6 +357,31 @@ fn metadata_of(a: &ObjectAttrs) -> Option<Metadata> {
 fn content_type_of(a: &ObjectAttrs) -> Option<ContentType> {
     // S3's answer for objects stored without a type.
     Some(a.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into()))
+}
+
+/// A form upload's fields, as the PUT they amount to.
+fn post_as_put(p: PostObjectInput) -> PutObjectInput {
+    PutObjectInput {
+        body: p.body,
+        bucket: p.bucket,
+        key: p.key,
+        cache_control: p.cache_control,
+        content_disposition: p.content_disposition,
+        content_encoding: p.content_encoding,
+        content_language: p.content_language,
+        content_length: p.content_length,
+        content_md5: p.content_md5,
+        content_type: p.content_type,
+        metadata: p.metadata,
+        website_redirect_location: p.website_redirect_location,
+        checksum_algorithm: p.checksum_algorithm,
+        checksum_crc32: p.checksum_crc32,
+        checksum_crc32c: p.checksum_crc32c,
+        checksum_sha1: p.checksum_sha1,
+        checksum_sha256: p.checksum_sha256,
+        checksum_crc64nvme: p.checksum_crc64nvme,
+        ..Default::default()
+    }
 }
 
 fn to_rule(c: LambdaFunctionConfiguration) -> NotificationRule {
@@ -431,84 +539,19 @@ impl S3 for Objects {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        let caller = self.owned(&req, &req.input.bucket).await?;
-        let writer = self.writer(&req, &caller);
-        let max = self.config.max_object_size;
-        let input = req.input;
-        check_key(&input.key)?;
-        if input.content_length.is_some_and(|n| n as u64 > max) {
-            return Err(body::too_large(max));
-        }
-        if let Some(cond) = &input.if_none_match
-            && cond.is_any()
-        {
-            let (b, k) = (input.bucket.clone(), input.key.clone());
-            if self.store.run(move |s| s.head(&b, &k)).await.is_ok() {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "At least one of the pre-conditions you specified did not hold"
-                ));
-            }
-        }
-        let h = hasher(
-            input.checksum_algorithm.as_ref(),
-            [
-                input.checksum_crc32.is_some(),
-                input.checksum_crc32c.is_some(),
-                input.checksum_sha1.is_some(),
-                input.checksum_sha256.is_some(),
-                input.checksum_crc64nvme.is_some(),
-            ],
-        )?;
-        let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
-        let written = body::receive(&self.store, body, max, h).await?;
-        if let Some(md5) = &input.content_md5 {
-            let sent = base64::engine::general_purpose::STANDARD
-                .decode(md5)
-                .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified was invalid."))?;
-            if sent != written.md5 {
-                return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received."));
-            }
-        }
-        let checksums = verify_checksums(
-            &written.checksums,
-            [
-                input.checksum_crc32,
-                input.checksum_crc32c,
-                input.checksum_sha1,
-                input.checksum_sha256,
-                input.checksum_crc64nvme,
-            ],
-            req.trailing_headers,
-        )?;
-        let mut attrs = attrs_of(
-            input.content_type,
-            input.content_encoding,
-            input.content_disposition,
-            input.content_language,
-            input.cache_control,
-            input.website_redirect_location,
-            input.metadata,
-        );
-        attrs.checksums = checksums;
-        let etag_hex = hex::encode(written.md5);
-        let (bucket, key, size) = (input.bucket, input.key, written.size);
-        let staged = written.staged;
-        let (e, a) = (etag_hex.clone(), attrs.clone());
-        let (_, events) = self
-            .store
-            .run(move |s| s.put(&bucket, &key, staged, size, &e, &a, ObjectChange::Put, &writer))
-            .await
-            .map_err(store_error)?;
-        self.committed(events);
-        let c = |n: &str| attrs.checksums.get(n).cloned();
-        Ok(S3Response::new(PutObjectOutput {
-            e_tag: Some(etag(&etag_hex)),
-            checksum_crc32: c("crc32"),
-            checksum_crc32c: c("crc32c"),
-            checksum_sha1: c("sha1"),
-            checksum_sha256: c("sha256"),
-            checksum_crc64nvme: c("crc64nvme"),
+        self.put(req, ObjectChange::Put).await
+    }
+
+    /// A browser-style form upload (its event is `ObjectCreated:Post`).
+    async fn post_object(&self, req: S3Request<PostObjectInput>) -> S3Result<S3Response<PostObjectOutput>> {
+        let resp = self.put(req.map_input(post_as_put), ObjectChange::Post).await?;
+        Ok(resp.map_output(|o| PostObjectOutput {
+            e_tag: o.e_tag,
+            checksum_crc32: o.checksum_crc32,
+            checksum_crc32c: o.checksum_crc32c,
+            checksum_sha1: o.checksum_sha1,
+            checksum_sha256: o.checksum_sha256,
+            checksum_crc64nvme: o.checksum_crc64nvme,
             ..Default::default()
         }))
     }

@@ -40,6 +40,14 @@ impl std::fmt::Debug for Objects {
     }
 }
 
+/// What a client sent to check its upload by.
+struct Sent {
+    md5: Option<String>,
+    algorithm: Option<ChecksumAlgorithm>,
+    /// CRC32, CRC32C, SHA1, SHA256, CRC64NVME.
+    values: [Option<String>; 5],
+}
+
 /// Who is asking.
 struct Caller {
     account: String,
@@ -234,37 +242,18 @@ impl Objects {
                 ));
             }
         }
-        let h = hasher(
-            input.checksum_algorithm.as_ref(),
-            [
-                input.checksum_crc32.is_some(),
-                input.checksum_crc32c.is_some(),
-                input.checksum_sha1.is_some(),
-                input.checksum_sha256.is_some(),
-                input.checksum_crc64nvme.is_some(),
-            ],
-        )?;
-        let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
-        let written = body::receive(&self.store, body, max, h).await?;
-        if let Some(md5) = &input.content_md5 {
-            let sent = base64::engine::general_purpose::STANDARD
-                .decode(md5)
-                .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified was invalid."))?;
-            if sent != written.md5 {
-                return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received."));
-            }
-        }
-        let checksums = verify_checksums(
-            &written.checksums,
-            [
+        let sent = Sent {
+            md5: input.content_md5,
+            algorithm: input.checksum_algorithm,
+            values: [
                 input.checksum_crc32,
                 input.checksum_crc32c,
                 input.checksum_sha1,
                 input.checksum_sha256,
                 input.checksum_crc64nvme,
             ],
-            req.trailing_headers,
-        )?;
+        };
+        let (written, checksums) = self.receive(input.body, sent, max, req.trailing_headers).await?;
         let mut attrs = attrs_of(
             input.content_type,
             input.content_encoding,
@@ -295,6 +284,31 @@ impl Objects {
             checksum_crc64nvme: c("crc64nvme"),
             ..Default::default()
         }))
+    }
+
+    /// Streams an upload's body to staging and checks it against what the client sent
+    /// (Content-MD5, checksums in headers or trailers); returns the checksums to keep.
+    async fn receive(
+        &self,
+        body: Option<StreamingBlob>,
+        sent: Sent,
+        max: u64,
+        trailers: Option<s3s::TrailingHeaders>,
+    ) -> S3Result<(body::Written, std::collections::BTreeMap<String, String>)> {
+        let given = sent.values.each_ref().map(Option::is_some);
+        let h = hasher(sent.algorithm.as_ref(), given)?;
+        let body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
+        let written = body::receive(&self.store, body, max, h).await?;
+        if let Some(md5) = &sent.md5 {
+            let sent = base64::engine::general_purpose::STANDARD
+                .decode(md5)
+                .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified was invalid."))?;
+            if sent != written.md5 {
+                return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received."));
+            }
+        }
+        let kept = verify_checksums(&written.checksums, sent.values, trailers)?;
+        Ok((written, kept))
     }
 
     fn committed(&self, events: usize) {
@@ -873,37 +887,18 @@ impl S3 for Objects {
         }
         let (b, k, id) = (input.bucket.clone(), input.key.clone(), input.upload_id.clone());
         self.store.run(move |s| s.upload(&b, &k, &id)).await.map_err(store_error)?;
-        let h = hasher(
-            input.checksum_algorithm.as_ref(),
-            [
-                input.checksum_crc32.is_some(),
-                input.checksum_crc32c.is_some(),
-                input.checksum_sha1.is_some(),
-                input.checksum_sha256.is_some(),
-                input.checksum_crc64nvme.is_some(),
-            ],
-        )?;
-        let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
-        let written = body::receive(&self.store, body, max, h).await?;
-        if let Some(md5) = &input.content_md5 {
-            let sent = base64::engine::general_purpose::STANDARD
-                .decode(md5)
-                .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified was invalid."))?;
-            if sent != written.md5 {
-                return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received."));
-            }
-        }
-        let kept = verify_checksums(
-            &written.checksums,
-            [
+        let sent = Sent {
+            md5: input.content_md5,
+            algorithm: input.checksum_algorithm,
+            values: [
                 input.checksum_crc32,
                 input.checksum_crc32c,
                 input.checksum_sha1,
                 input.checksum_sha256,
                 input.checksum_crc64nvme,
             ],
-            req.trailing_headers,
-        )?;
+        };
+        let (written, kept) = self.receive(input.body, sent, max, req.trailing_headers).await?;
         let etag_hex = hex::encode(written.md5);
         let (id, n, size, staged, e) =
             (input.upload_id, input.part_number as u32, written.size, written.staged, etag_hex.clone());

@@ -467,14 +467,7 @@ impl ObjectStore {
     ) -> Result<(ObjectInfo, usize), ObjectError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let Some((account, rules)) = tx
-            .query_row("SELECT account, notifications FROM buckets WHERE name = ?1", [bucket], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
-            .optional()?
-        else {
-            return Err(ObjectError::NoSuchBucket);
-        };
+        let (account, rules) = Self::owner_and_rules(&tx, bucket)?;
         let old: Option<String> = tx
             .query_row(
                 "SELECT blob FROM objects WHERE bucket = ?1 AND key = ?2",
@@ -511,6 +504,15 @@ impl ObjectStore {
             blob: blob.to_string(),
         };
         Ok((info, events))
+    }
+
+    /// A bucket's owner and notification rules (as stored), read inside a change's transaction.
+    fn owner_and_rules(tx: &rusqlite::Transaction<'_>, bucket: &str) -> Result<(String, String), ObjectError> {
+        tx.query_row("SELECT account, notifications FROM buckets WHERE name = ?1", [bucket], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .optional()?
+        .ok_or(ObjectError::NoSuchBucket)
     }
 
     /// Writes the outbox rows for one change; returns how many.
@@ -565,14 +567,7 @@ impl ObjectStore {
     pub fn delete(&self, bucket: &str, key: &str, writer: &Writer) -> Result<bool, ObjectError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let Some((account, rules)) = tx
-            .query_row("SELECT account, notifications FROM buckets WHERE name = ?1", [bucket], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
-            .optional()?
-        else {
-            return Err(ObjectError::NoSuchBucket);
-        };
+        let (account, rules) = Self::owner_and_rules(&tx, bucket)?;
         let old: Option<String> = tx
             .query_row(
                 "DELETE FROM objects WHERE bucket = ?1 AND key = ?2 RETURNING blob",

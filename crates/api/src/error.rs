@@ -27,7 +27,7 @@ impl ApiError {
 fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::ResourceNotFound | ErrorCode::ProvisionedConcurrencyConfigNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::ResourceConflict => StatusCode::CONFLICT,
+        ErrorCode::ResourceConflict | ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::InvalidParameterValue
         | ErrorCode::Validation
         | ErrorCode::InvalidRequestContent
@@ -65,7 +65,7 @@ pub fn error_body(e: &LambdaError) -> serde_json::Value {
         | ErrorCode::MissingAuthenticationToken
         | ErrorCode::UnrecognizedClient
         | ErrorCode::InvalidSignature => json!({ "message": e.message }),
-        ErrorCode::AccessDenied => json!({ "Message": e.message }),
+        ErrorCode::AccessDenied | ErrorCode::Conflict => json!({ "Message": e.message }),
         _ => json!({ "Type": "User", "message": e.message }),
     }
 }

@@ -18,6 +18,7 @@ mod layers;
 pub mod platform;
 mod policies;
 mod routes;
+mod schedules;
 mod urls;
 mod usage;
 mod versions;
@@ -54,6 +55,8 @@ pub struct ApiState {
     /// Signs code download URLs (`Code.Location`) so they work without SigV4, as AWS's
     /// presigned S3 URLs do.
     pub accounts: Option<store::accounts::Accounts>,
+    /// The account's scheduler (told when a schedule changes).
+    pub scheduler: triggers::schedules::Scheduler,
 }
 
 /// The request id of the current request (also the invocation's id for Invoke).
@@ -147,6 +150,19 @@ pub fn router(state: ApiState) -> Router {
         .route("/2016-08-19/account-settings", get(f::account_settings))
         .route("/2016-08-19/account-settings/", get(f::account_settings))
         .route("/2017-03-31/tags/{arn}", get(f::list_tags).post(f::tag_resource).delete(f::untag_resource))
+        .route("/schedules", get(schedules::list_schedules))
+        .route(
+            "/schedules/{name}",
+            post(schedules::create_schedule)
+                .get(schedules::get_schedule)
+                .put(schedules::update_schedule)
+                .delete(schedules::delete_schedule),
+        )
+        .route("/schedule-groups", get(schedules::list_groups))
+        .route(
+            "/schedule-groups/{name}",
+            post(schedules::create_group).get(schedules::get_group).delete(schedules::delete_group),
+        )
         .route("/_stratus/usage", get(usage::usage))
         .route("/_stratus/ledger", get(usage::ledger))
         .merge(internal::router())

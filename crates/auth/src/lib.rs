@@ -377,7 +377,8 @@ impl Authenticator {
                 ),
             ));
         }
-        if signed.service != "lambda" {
+        // The API listener serves Lambda's API and EventBridge Scheduler's.
+        if signed.service != "lambda" && signed.service != "scheduler" {
             return Err(err(ErrorCode::InvalidSignature, "Credential should be scoped to correct service: 'lambda'."));
         }
         if signed.region != self.region {

@@ -763,6 +763,12 @@ impl Invoker {
         }
     }
 
+    /// Wakes the async dispatcher after events were queued directly in the store (a
+    /// schedule's tick is queued in the same transaction that records it).
+    pub fn notify_queue(&self) {
+        self.inner.queue.notify();
+    }
+
     /// Used by the async dispatcher.
     fn invoke_async(
         &self,

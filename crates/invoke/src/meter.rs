@@ -166,6 +166,7 @@ fn faas_trigger(t: Trigger) -> &'static str {
     match t {
         Trigger::Http => "http",
         Trigger::S3 => "datasource",
+        Trigger::Schedule => "timer",
         Trigger::Api | Trigger::Async => "other",
     }
 }

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     InvalidSignature,
     /// Authenticated, but not allowed (no resource policy grants it).
     AccessDenied,
+    /// EventBridge Scheduler's conflict (a schedule or group that already exists).
+    Conflict,
 }
 
 impl ErrorCode {
@@ -53,6 +55,7 @@ impl ErrorCode {
             Self::UnrecognizedClient => "UnrecognizedClientException",
             Self::InvalidSignature => "InvalidSignatureException",
             Self::AccessDenied => "AccessDeniedException",
+            Self::Conflict => "ConflictException",
         }
     }
 }

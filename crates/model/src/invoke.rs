@@ -58,6 +58,8 @@ pub enum Trigger {
     Http,
     /// A bucket notification.
     S3,
+    /// A schedule's tick.
+    Schedule,
 }
 
 impl Trigger {
@@ -68,6 +70,7 @@ impl Trigger {
             Self::Async => "async",
             Self::Http => "http",
             Self::S3 => "s3",
+            Self::Schedule => "schedule",
         }
     }
 
@@ -78,6 +81,7 @@ impl Trigger {
             "async" => Self::Async,
             "http" => Self::Http,
             "s3" => Self::S3,
+            "schedule" => Self::Schedule,
             _ => return None,
         })
     }

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod pricing;
 pub mod routes;
 pub mod runtime;
+pub mod schedule;
 pub mod trace;
 pub mod urls;
 pub mod versions;

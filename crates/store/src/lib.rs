@@ -2,7 +2,7 @@
 //! content-addressed code packages, and function logs, all under one data directory:
 //!
 //! ```text
-//! <data-dir>/stratus.db        functions, versions, tags, the async event queue (WAL mode)
+//! <data-dir>/stratus.db        functions, versions, tags, the async event queue, schedules (WAL mode)
 //! <data-dir>/ledger.db         one append-only row per invocation attempt, every account's
 //! <data-dir>/accounts.db       accounts and their access keys (secrets sealed with secrets.key)
 //! <data-dir>/accounts/<id>/    every other account's own stores, laid out as here
@@ -27,6 +27,7 @@ pub mod objects;
 pub mod policies;
 pub mod queue;
 pub mod routes;
+pub mod schedules;
 pub mod urls;
 
 use std::path::{Path, PathBuf};

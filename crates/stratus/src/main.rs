@@ -4,6 +4,7 @@
 
 mod accounts;
 mod cli;
+mod schedules;
 mod serve;
 mod sign;
 mod usage;
@@ -38,6 +39,8 @@ enum Command {
     Accounts(accounts::AccountsArgs),
     /// Usage and cost from the ledger (month to date by default), as a table, JSON or CSV.
     Usage(usage::UsageArgs),
+    /// List, create and delete schedules that invoke functions (EventBridge Scheduler).
+    Schedules(schedules::SchedulesArgs),
 }
 
 /// Threads for the server's async work. Functions run on the same cores, so by default the
@@ -72,6 +75,7 @@ fn main() -> std::process::ExitCode {
             Command::Functions(args) => cli::functions(args).await.map(|_| 0),
             Command::Logs(args) => cli::logs(args).await.map(|_| 0),
             Command::Routes(args) => cli::routes(args).await.map(|_| 0),
+            Command::Schedules(args) => schedules::schedules(args).await.map(|_| 0),
             Command::Accounts(args) => accounts::run(args).map(|_| 0),
             Command::Usage(args) => usage::usage(args).await.map(|_| 0),
         }

@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// The service name spans carry.
     #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "stratus")]
     otel_service_name: String,
+    /// Accept `rate(N seconds)` schedules (for tests: EventBridge Scheduler's smallest unit is
+    /// a minute).
+    #[arg(long, env = "STRATUS_SCHEDULE_SECONDS", hide = true)]
+    schedule_seconds: bool,
     /// Bytes of logs kept per function before the oldest are removed.
     #[arg(long, env = "STRATUS_LOG_BUDGET", default_value_t = 64 << 20)]
     log_budget: u64,
@@ -207,6 +211,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         s3_url: format!("http://{}", reachable(s3_addr)),
         url_domain: args.url_domain.clone(),
         http_max_body: args.http_max_body,
+        schedule_seconds: args.schedule_seconds,
     });
     let default_state = shared.tenant(&scope.account)?;
     let front = default_state.http.clone();
@@ -309,6 +314,7 @@ struct Shared {
     s3_url: String,
     url_domain: String,
     http_max_body: usize,
+    schedule_seconds: bool,
 }
 
 impl Shared {
@@ -352,7 +358,9 @@ impl Shared {
                 max_body: self.http_max_body,
             },
         );
+        let scheduler = triggers::schedules::Scheduler::start(invoker.clone(), store.clone(), self.schedule_seconds);
         Ok(api::ApiState {
+            scheduler,
             store,
             invoker,
             scope,

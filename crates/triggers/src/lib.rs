@@ -1,5 +1,5 @@
 //! Triggers: what turns an outside event into an invocation. Today the HTTP front (function
-//! URLs and HTTP routes) and object notifications; broker pollers and schedules come next.
+//! URLs and HTTP routes), object notifications and schedules; broker pollers come next.
 //!
 //! Every trigger invokes through `invoke::Invoker`, like the API; this crate knows the event
 //! shapes AWS sends functions (API Gateway payloads, S3 records), never the control plane's
@@ -8,3 +8,4 @@
 
 pub mod http;
 pub mod objects;
+pub mod schedules;

@@ -1,0 +1,223 @@
+//! Schedules and schedule groups in the metadata database. A schedule row keeps its
+//! configuration, its next tick and the last tick it fired; firing a tick moves both and
+//! queues the invocation in one transaction, so a tick fires once even across a crash.
+
+use model::schedule::Schedule;
+use rusqlite::{OptionalExtension, params};
+
+use crate::StoreError;
+use crate::db::{AsyncEvent, Db};
+
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS schedule_groups (
+    name        TEXT PRIMARY KEY,
+    created_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    group_name  TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    -- the next tick to fire (Unix ms); NULL when disabled or finished
+    next_ms     INTEGER,
+    -- the last tick fired
+    last_fired_ms INTEGER,
+    PRIMARY KEY (group_name, name)
+);
+CREATE INDEX IF NOT EXISTS schedules_next ON schedules(next_ms) WHERE next_ms IS NOT NULL;
+";
+
+/// The group every account has.
+pub const DEFAULT_GROUP: &str = "default";
+
+/// A stored schedule and its progress.
+#[derive(Debug, Clone)]
+pub struct StoredSchedule {
+    pub schedule: Schedule,
+    pub next_ms: Option<i64>,
+    pub last_fired_ms: Option<i64>,
+}
+
+/// What firing a tick did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fired {
+    /// The tick was recorded and its invocation queued.
+    Queued,
+    /// The tick was recorded but the target function does not exist.
+    NoFunction,
+    /// The schedule changed (or went) since it was read: nothing was done.
+    Stale,
+}
+
+fn parse(config: &str) -> Result<Schedule, StoreError> {
+    serde_json::from_str(config).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Db {
+    pub fn group_exists(&self, group: &str) -> Result<bool, StoreError> {
+        if group == DEFAULT_GROUP {
+            return Ok(true);
+        }
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM schedule_groups WHERE name = ?1", [group], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Groups with their creation time (the default group first).
+    pub fn list_groups(&self) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT name, created_ms FROM schedule_groups ORDER BY name")?;
+        let mut out = vec![(DEFAULT_GROUP.to_string(), None)];
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, Some(r.get::<_, i64>(1)?))))? {
+            out.push(row?);
+        }
+        Ok(out)
+    }
+
+    pub fn create_group(&mut self, group: &str, now_ms: i64) -> Result<(), StoreError> {
+        if group == DEFAULT_GROUP {
+            return Err(StoreError::AlreadyExists);
+        }
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO schedule_groups (name, created_ms) VALUES (?1, ?2)",
+            params![group, now_ms],
+        )?;
+        if n == 0 { Err(StoreError::AlreadyExists) } else { Ok(()) }
+    }
+
+    /// Deletes a group and its schedules.
+    pub fn delete_group(&mut self, group: &str) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM schedules WHERE group_name = ?1", [group])?;
+        let n = tx.execute("DELETE FROM schedule_groups WHERE name = ?1", [group])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    pub fn create_schedule(&mut self, s: &Schedule, next_ms: Option<i64>) -> Result<(), StoreError> {
+        let config = serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO schedules (group_name, name, config, next_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![s.group, s.name, config, next_ms],
+        )?;
+        if n == 0 { Err(StoreError::AlreadyExists) } else { Ok(()) }
+    }
+
+    /// Replaces a schedule's configuration and next tick (its last fired tick stays).
+    pub fn update_schedule(&mut self, s: &Schedule, next_ms: Option<i64>) -> Result<(), StoreError> {
+        let config = serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let n = self.conn.execute(
+            "UPDATE schedules SET config = ?3, next_ms = ?4 WHERE group_name = ?1 AND name = ?2",
+            params![s.group, s.name, config, next_ms],
+        )?;
+        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    pub fn get_schedule(&self, group: &str, name: &str) -> Result<Option<StoredSchedule>, StoreError> {
+        let row: Option<(String, Option<i64>, Option<i64>)> = self
+            .conn
+            .query_row(
+                "SELECT config, next_ms, last_fired_ms FROM schedules WHERE group_name = ?1 AND name = ?2",
+                [group, name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        row.map(|(c, next_ms, last_fired_ms)| Ok(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms }))
+            .transpose()
+    }
+
+    pub fn delete_schedule(&mut self, group: &str, name: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.execute("DELETE FROM schedules WHERE group_name = ?1 AND name = ?2", [group, name])? > 0)
+    }
+
+    /// Schedules ordered by group and name, after `after` (`group/name`), at most `limit`.
+    pub fn list_schedules(
+        &self,
+        group: Option<&str>,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredSchedule>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT config, next_ms, last_fired_ms FROM schedules
+             WHERE (?1 IS NULL OR group_name = ?1) AND substr(name, 1, length(?2)) = ?2
+               AND (?3 IS NULL OR group_name || '/' || name > ?3)
+             ORDER BY group_name || '/' || name LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![group, prefix, after, limit as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (c, next_ms, last_fired_ms) = row?;
+            out.push(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms });
+        }
+        Ok(out)
+    }
+
+    /// The earliest next tick of any schedule.
+    pub fn next_schedule_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.conn.query_row("SELECT MIN(next_ms) FROM schedules WHERE next_ms IS NOT NULL", [], |r| r.get(0))?)
+    }
+
+    /// Schedules whose next tick is at or before `now_ms`.
+    pub fn due_schedules(&self, now_ms: i64, limit: usize) -> Result<Vec<StoredSchedule>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT config, next_ms, last_fired_ms FROM schedules
+             WHERE next_ms IS NOT NULL AND next_ms <= ?1 ORDER BY next_ms LIMIT ?2",
+        )?;
+        let rows =
+            stmt.query_map(params![now_ms, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (c, next_ms, last_fired_ms) = row?;
+            out.push(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms });
+        }
+        Ok(out)
+    }
+
+    /// Moves a schedule from tick `expected_next` to `new_next`, recording `fired` as its last
+    /// fired tick and queueing `event` for it, all or nothing. `delete` removes the schedule
+    /// instead (ActionAfterCompletion DELETE after its last tick).
+    #[allow(clippy::too_many_arguments)]
+    pub fn advance_schedule(
+        &mut self,
+        group: &str,
+        name: &str,
+        expected_next: i64,
+        fired: Option<i64>,
+        new_next: Option<i64>,
+        event: Option<&AsyncEvent>,
+        delete: bool,
+    ) -> Result<Fired, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = if delete {
+            tx.execute(
+                "DELETE FROM schedules WHERE group_name = ?1 AND name = ?2 AND next_ms = ?3",
+                params![group, name, expected_next],
+            )?
+        } else {
+            tx.execute(
+                "UPDATE schedules SET next_ms = ?4, last_fired_ms = COALESCE(?5, last_fired_ms)
+                 WHERE group_name = ?1 AND name = ?2 AND next_ms = ?3",
+                params![group, name, expected_next, new_next, fired],
+            )?
+        };
+        if n == 0 {
+            return Ok(Fired::Stale);
+        }
+        let mut outcome = Fired::Queued;
+        if let Some(e) = event {
+            let inserted = tx.execute(
+                "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, trace, trigger)
+                 SELECT ?1, ?2, ?3, ?4, ?5, 0, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM functions WHERE name = ?2)",
+                params![e.request_id, e.function, e.qualifier, e.payload, e.received_ms, e.trace, e.trigger],
+            )?;
+            if inserted == 0 {
+                outcome = Fired::NoFunction;
+            }
+        }
+        tx.commit()?;
+        Ok(outcome)
+    }
+}

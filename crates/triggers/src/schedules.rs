@@ -1,0 +1,197 @@
+//! The scheduler: fires each account's schedules (EventBridge Scheduler semantics) as
+//! asynchronous invocations with trigger `schedule`.
+//!
+//! One task per account sleeps until its earliest next tick (or until the API changes a
+//! schedule) and fires what is due. Firing a tick is one transaction (`Db::advance_schedule`):
+//! the schedule's last fired tick and next tick move and the invocation is queued, together.
+//! So each tick fires once, even across a crash, and a tick whose transaction did not commit
+//! is still due after a restart.
+//!
+//! Ticks missed while Stratus was down: the latest one fires once if it is no older than the
+//! schedule's flexible window (one minute when the window is off, Scheduler's precision);
+//! the earlier ones, and any older than that, are skipped with a log line.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use invoke::Invoker;
+use model::schedule::{Expression, Schedule};
+use store::Store;
+use store::schedules::{Fired, StoredSchedule};
+
+/// How many due schedules one pass reads.
+const BATCH: usize = 512;
+/// Ticks looked at when catching up before giving up on finding the latest.
+const MAX_CATCH_UP: usize = 10_000;
+
+/// The settings of an account's scheduler.
+#[derive(Clone)]
+pub struct Scheduler {
+    wake: Arc<tokio::sync::Notify>,
+    /// Accept `rate(N seconds)` (tests only).
+    pub allow_seconds: bool,
+}
+
+impl Scheduler {
+    /// Starts the account's scheduler.
+    pub fn start(invoker: Invoker, store: Store, allow_seconds: bool) -> Self {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let w = wake.clone();
+        tokio::spawn(async move { run(invoker, store, w).await });
+        Self { wake, allow_seconds }
+    }
+
+    /// Tells the scheduler a schedule changed.
+    pub fn changed(&self) {
+        self.wake.notify_one();
+    }
+}
+
+fn now_ms() -> i64 {
+    model::logfmt::now_ms()
+}
+
+async fn run(invoker: Invoker, store: Store, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let now = now_ms();
+        let due = match store.run(move |db| db.due_schedules(now, BATCH)).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read due schedules");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let full = due.len() == BATCH;
+        let mut queued = false;
+        for s in due {
+            queued |= fire(&invoker, &store, s, now).await;
+        }
+        if queued {
+            invoker.notify_queue();
+        }
+        if full {
+            continue;
+        }
+        let next = store.run(|db| db.next_schedule_due()).await.ok().flatten();
+        let wait = match next {
+            Some(t) => Duration::from_millis((t - now_ms()).clamp(0, 60_000) as u64),
+            None => Duration::from_secs(60),
+        };
+        if wait.is_zero() {
+            continue;
+        }
+        let _ = tokio::time::timeout(wait, wake.notified()).await;
+    }
+}
+
+/// The latest tick at or before `now` from `tick` on, and how many earlier ones it passes.
+fn catch_up(s: &Schedule, expr: &Expression, tz: model::schedule::Tz, tick: i64, now: i64) -> (Option<i64>, usize) {
+    let mut latest = tick;
+    for passed in 0..MAX_CATCH_UP {
+        match s.next_tick(expr, tz, latest) {
+            Some(n) if n <= now => latest = n,
+            _ => return (Some(latest), passed),
+        }
+    }
+    (None, MAX_CATCH_UP)
+}
+
+/// Fires one due schedule; says whether an invocation was queued.
+async fn fire(invoker: &Invoker, store: &Store, st: StoredSchedule, now: i64) -> bool {
+    let Some(tick) = st.next_ms else { return false };
+    let s = st.schedule;
+    let scope = invoker.scope().clone();
+    let arn = schedule_arn(&scope, &s.group, &s.name);
+    let (expr, tz) = match s.validate(true) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(schedule = %arn, error = %e, "a stored schedule is invalid; it is stopped");
+            let (g, n) = (s.group.clone(), s.name.clone());
+            let _ = store.run(move |db| db.advance_schedule(&g, &n, tick, None, None, None, false)).await;
+            return false;
+        }
+    };
+    let (latest, skipped) = catch_up(&s, &expr, tz, tick, now);
+    let fire_at = latest.filter(|t| now - t <= s.window_ms());
+    if skipped > 0 || fire_at.is_none() {
+        tracing::warn!(
+            schedule = %arn, missed = skipped + usize::from(fire_at.is_none()),
+            "ticks were missed (Stratus was not running, or was too busy); {}",
+            if fire_at.is_some() { "the latest fires now, within the schedule's window" } else { "none is within the schedule's window, so they are skipped" }
+        );
+    }
+    // Every tick up to `latest` is handled now; if catching up gave up, everything up to now is.
+    let new_next = s.next_tick(&expr, tz, latest.unwrap_or(now));
+    let finished = new_next.is_none();
+    let delete = finished && s.action_after_completion == "DELETE";
+    let target = model::FunctionRef::parse(&s.target.arn, model::NameUse::Reference);
+    let event = match (&target, fire_at) {
+        (Ok(t), Some(at)) => {
+            let request_id = model::invoke::new_request_id();
+            let input = s.target.input.as_deref().unwrap_or("{}");
+            Some(store::AsyncEvent {
+                id: 0,
+                request_id: request_id.clone(),
+                function: t.name.clone(),
+                qualifier: t.qualifier.clone(),
+                payload: model::schedule::render_input(input, &arn, at, &request_id, 1).into_bytes(),
+                received_ms: now,
+                attempts: 0,
+                next_attempt_ms: now,
+                trace: None,
+                trigger: Some(model::invoke::Trigger::Schedule.as_str().to_string()),
+            })
+        }
+        _ => None,
+    };
+    let (g, n, ev) = (s.group.clone(), s.name.clone(), event.clone());
+    let outcome = store.run(move |db| db.advance_schedule(&g, &n, tick, fire_at, new_next, ev.as_ref(), delete)).await;
+    match outcome {
+        Ok(Fired::Queued) if event.is_some() => {
+            tracing::debug!(schedule = %arn, tick = fire_at, "schedule fired");
+            if finished {
+                tracing::info!(schedule = %arn, deleted = delete, "schedule completed its last tick");
+            }
+            true
+        }
+        Ok(Fired::Queued) => false,
+        Ok(Fired::NoFunction) => {
+            tracing::warn!(schedule = %arn, target = %s.target.arn, "the schedule's target function does not exist; this tick is dropped");
+            if let (Some(dlq), Some(ev)) = (&s.target.dead_letter, &event) {
+                dead_letter(invoker, &dlq.arn, ev).await;
+            }
+            false
+        }
+        Ok(Fired::Stale) => false,
+        Err(e) => {
+            tracing::error!(schedule = %arn, error = %e, "cannot record a schedule's tick; it stays due");
+            false
+        }
+    }
+}
+
+/// Sends a tick that could not be delivered to the dead-letter function, if the schedule names
+/// one (Scheduler's dead-letter queues are SQS queues, which Stratus does not have).
+async fn dead_letter(invoker: &Invoker, arn: &str, ev: &store::AsyncEvent) {
+    let Ok(t) = model::FunctionRef::parse(arn, model::NameUse::Reference) else {
+        tracing::warn!(dead_letter = %arn, "the dead-letter target is not a Lambda function; the tick is dropped");
+        return;
+    };
+    let payload = bytes::Bytes::from(ev.payload.clone());
+    if let Err(e) = invoker
+        .enqueue(&t.name, t.qualifier.as_deref(), payload, &ev.request_id, None, model::invoke::Trigger::Schedule)
+        .await
+    {
+        tracing::warn!(dead_letter = %arn, error = %e.message, "cannot deliver to the dead-letter target");
+    }
+}
+
+/// `arn:aws:scheduler:<region>:<account>:schedule/<group>/<name>`.
+pub fn schedule_arn(scope: &model::Scope, group: &str, name: &str) -> String {
+    format!("arn:aws:scheduler:{}:{}:schedule/{group}/{name}", scope.region, scope.account)
+}
+
+pub fn group_arn(scope: &model::Scope, group: &str) -> String {
+    format!("arn:aws:scheduler:{}:{}:schedule-group/{group}", scope.region, scope.account)
+}

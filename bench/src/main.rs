@@ -10,6 +10,8 @@
 //! - `metering`: the same warm Invoke with metering on (the default) against `--no-metering`.
 //! - `objects`: the S3 API's PUT/GET throughput against the same bytes written and read on the
 //!   same disk directly, and upload-to-invocation latency against an async Invoke.
+//! - `schedules`: 10,000 schedules due at the same top of a minute against one: idle CPU and
+//!   the lateness of the firings.
 //!
 //! Run `cargo build --release --workspace && target/release/stratus-bench all` (see README.md).
 
@@ -17,6 +19,7 @@
 
 mod metering;
 mod objects;
+mod schedules;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -107,6 +110,15 @@ enum Cmd {
         /// Uploads timed for the upload-to-invocation latency.
         #[arg(long, default_value_t = 200)]
         events: usize,
+    },
+    /// The scheduler: 10,000 schedules due at the same top of a minute vs one; the server's
+    /// idle CPU and the lateness of the firings.
+    Schedules {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Seconds of idle CPU measured on each side.
+        #[arg(long, default_value_t = 20)]
+        idle_secs: u64,
     },
     /// The floor: a plain hyper server echoing JSON (used by `warm`).
     Floor,
@@ -934,6 +946,7 @@ fn main() -> anyhow::Result<()> {
                 metering::metering(&cli.bin_dir, requests, seconds, rounds).await
             }
             Cmd::Objects { seconds, events } => objects::objects(&cli.bin_dir, seconds, events).await,
+            Cmd::Schedules { count, idle_secs } => schedules::schedules(&cli.bin_dir, count, idle_secs).await,
             Cmd::All => {
                 warm(&cli.bin_dir, 3000, 10).await?;
                 cold(&cli.bin_dir, 15).await?;
@@ -941,7 +954,8 @@ fn main() -> anyhow::Result<()> {
                 scale(&cli.bin_dir, 200, 2000).await?;
                 http(&cli.bin_dir, 3000, 10).await?;
                 metering::metering(&cli.bin_dir, 3000, 5, 3).await?;
-                objects::objects(&cli.bin_dir, 5, 200).await
+                objects::objects(&cli.bin_dir, 5, 200).await?;
+                schedules::schedules(&cli.bin_dir, 10_000, 20).await
             }
         }
     })

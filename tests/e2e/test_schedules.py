@@ -148,10 +148,11 @@ def test_every_tick_fires_once_across_a_crash(fresh_server, recorder):
     assert gaps == {period}, f"every tick fired, {period} s apart: {seen}"
     records = [r for r in recorder.snapshot() if r["fn"] == name]
     assert all(r["event"]["id"] == r["request_id"] for r in records), "the execution id is the invocation's request id"
-    # Each firing is in the ledger as a `schedule` invocation.
+    # Each firing is in the ledger as a `schedule` invocation (but the one that ran just before
+    # the kill -9: the ledger's last ~5 ms of rows are lost then, as ARCHITECTURE.md says).
     with urllib.request.urlopen(f"{s2.endpoint}/_stratus/ledger?limit=1000") as r:
         rows = [row for row in json.load(r)["records"] if row["function"] == name]
-    assert len(rows) >= len(seen) and {row["trigger"] for row in rows} == {"schedule"}
+    assert len(rows) >= len(seen) - 1 and {row["trigger"] for row in rows} == {"schedule"}
 
 
 def test_one_time_schedules_with_the_scheduled_event_shape(fresh_server, recorder):

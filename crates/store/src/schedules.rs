@@ -37,6 +37,21 @@ pub struct StoredSchedule {
     pub last_fired_ms: Option<i64>,
 }
 
+/// One schedule's move to its next tick (see [`Db::advance_schedules`]).
+#[derive(Debug, Clone)]
+pub struct Advance {
+    pub group: String,
+    pub name: String,
+    /// The tick the schedule was read at (the move is skipped if it changed since).
+    pub expected_next: i64,
+    /// The tick fired, if one is.
+    pub fired: Option<i64>,
+    pub new_next: Option<i64>,
+    pub event: Option<AsyncEvent>,
+    /// Delete the schedule (its last tick, with ActionAfterCompletion DELETE).
+    pub delete: bool,
+}
+
 /// What firing a tick did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fired {
@@ -176,48 +191,53 @@ impl Db {
         Ok(out)
     }
 
-    /// Moves a schedule from tick `expected_next` to `new_next`, recording `fired` as its last
-    /// fired tick and queueing `event` for it, all or nothing. `delete` removes the schedule
-    /// instead (ActionAfterCompletion DELETE after its last tick).
-    #[allow(clippy::too_many_arguments)]
-    pub fn advance_schedule(
-        &mut self,
-        group: &str,
-        name: &str,
-        expected_next: i64,
-        fired: Option<i64>,
-        new_next: Option<i64>,
-        event: Option<&AsyncEvent>,
-        delete: bool,
-    ) -> Result<Fired, StoreError> {
+    /// Applies the moves of several schedules in one transaction: each moves from tick
+    /// `expected_next` to `new_next`, records `fired` as its last fired tick and queues its
+    /// event, all or nothing (or is deleted, for ActionAfterCompletion DELETE after its last
+    /// tick). A schedule that changed since it was read is left alone (`Fired::Stale`).
+    pub fn advance_schedules(&mut self, moves: &[Advance]) -> Result<Vec<Fired>, StoreError> {
         let tx = self.conn.transaction()?;
-        let n = if delete {
-            tx.execute(
-                "DELETE FROM schedules WHERE group_name = ?1 AND name = ?2 AND next_ms = ?3",
-                params![group, name, expected_next],
-            )?
-        } else {
-            tx.execute(
+        let mut out = Vec::with_capacity(moves.len());
+        {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM schedules WHERE group_name = ?1 AND name = ?2 AND next_ms = ?3")?;
+            let mut update = tx.prepare_cached(
                 "UPDATE schedules SET next_ms = ?4, last_fired_ms = COALESCE(?5, last_fired_ms)
                  WHERE group_name = ?1 AND name = ?2 AND next_ms = ?3",
-                params![group, name, expected_next, new_next, fired],
-            )?
-        };
-        if n == 0 {
-            return Ok(Fired::Stale);
-        }
-        let mut outcome = Fired::Queued;
-        if let Some(e) = event {
-            let inserted = tx.execute(
+            )?;
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, trace, trigger)
                  SELECT ?1, ?2, ?3, ?4, ?5, 0, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM functions WHERE name = ?2)",
-                params![e.request_id, e.function, e.qualifier, e.payload, e.received_ms, e.trace, e.trigger],
             )?;
-            if inserted == 0 {
-                outcome = Fired::NoFunction;
+            for m in moves {
+                let n = if m.delete {
+                    delete.execute(params![m.group, m.name, m.expected_next])?
+                } else {
+                    update.execute(params![m.group, m.name, m.expected_next, m.new_next, m.fired])?
+                };
+                if n == 0 {
+                    out.push(Fired::Stale);
+                    continue;
+                }
+                let mut outcome = Fired::Queued;
+                if let Some(e) = &m.event {
+                    let inserted = insert.execute(params![
+                        e.request_id,
+                        e.function,
+                        e.qualifier,
+                        e.payload,
+                        e.received_ms,
+                        e.trace,
+                        e.trigger
+                    ])?;
+                    if inserted == 0 {
+                        outcome = Fired::NoFunction;
+                    }
+                }
+                out.push(outcome);
             }
         }
         tx.commit()?;
-        Ok(outcome)
+        Ok(out)
     }
 }

@@ -400,11 +400,13 @@ fn install_metrics() -> anyhow::Result<Arc<dyn Fn() -> String + Send + Sync>> {
         .set_buckets_for_metric(Matcher::Suffix("_milliseconds".into()), invoke::meter::DURATION_BUCKETS)?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    for (name, help) in invoke::meter::DESCRIPTIONS {
+    for (name, help) in invoke::meter::DESCRIPTIONS.iter().chain(triggers::schedules::DESCRIPTIONS) {
         if name.ends_with("_total") {
             metrics::describe_counter!(*name, *help);
         } else if name.ends_with("_milliseconds") {
             metrics::describe_histogram!(*name, metrics::Unit::Milliseconds, *help);
+        } else if name.ends_with("_seconds") {
+            metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help);
         } else {
             metrics::describe_gauge!(*name, *help);
         }

@@ -173,3 +173,27 @@ def test_one_time_schedules_with_the_scheduled_event_shape(fresh_server, recorde
     assert wait_for(lambda: name not in s.cli("schedules", "list").stdout, timeout=10)
     time.sleep(2)
     assert len([r for r in recorder.snapshot() if r["fn"] == name]) == 1
+
+
+def test_undeliverable_ticks_follow_the_retry_policy_to_the_dead_letter_function(fresh_server, recorder):
+    s = fresh_server()
+    lam, sch = s.client(), scheduler(s)
+    dlq = unique("dlq")
+    create(lam, dlq, zip_files({"app.py": RECORD}), Environment={"Variables": {"RECORDER": recorder.url}})
+    dlq_arn = lam.get_function(FunctionName=dlq)["Configuration"]["FunctionArn"]
+    missing = dlq_arn.replace(dlq, unique("missing"))
+    with pytest.raises(ClientError) as e:
+        sch.create_schedule(Name=unique("sqs"), ScheduleExpression="rate(1 hour)", FlexibleTimeWindow=OFF,
+                            Target=target(missing, DeadLetterConfig={"Arn": "arn:aws:sqs:us-east-1:000000000000:q"}))
+    assert err(e)[0] == "ValidationException" and "DeadLetterConfig" in err(e)[1]
+    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 2))
+    sch.create_schedule(
+        Name=unique("lost"), ScheduleExpression=f"at({at})", FlexibleTimeWindow=OFF,
+        Target=target(missing, Input='{"lost": "<aws.scheduler.scheduled-time>"}',
+                      RetryPolicy={"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 60},
+                      DeadLetterConfig={"Arn": dlq_arn}),
+    )
+    got = wait_for(lambda: [r for r in recorder.snapshot() if r["fn"] == dlq], timeout=30)
+    assert got and got[0]["event"] == {"lost": at + "Z"}, recorder.snapshot()
+    log = s.server_log()
+    assert log.count("scheduled event not delivered (no such function); retrying") == 2, "two retries, then the dead letter"

@@ -751,6 +751,7 @@ impl Invoker {
             next_attempt_ms: now,
             trace,
             trigger: (trigger != Trigger::Async).then(|| trigger.as_str().to_string()),
+            delivery: None,
         };
         match self.inner.store.queue.insert(event).await {
             Ok(_) => {

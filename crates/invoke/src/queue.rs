@@ -121,7 +121,8 @@ struct LastAttempt {
 async fn deliver(invoker: &Invoker, ev: AsyncEvent) {
     let qualifier = ev.qualifier.clone().unwrap_or_else(|| model::LATEST.to_string());
     let config = invoker.event_invoke_config(&ev.function, &qualifier).await;
-    let max_age = Duration::from_secs(u64::from(config.max_age_s()));
+    // A scheduler's event is kept as long as its schedule's policy says.
+    let max_age = Duration::from_secs(u64::from(ev.delivery.as_ref().map_or(config.max_age_s(), |d| d.max_age_s)));
     let now = now_ms();
     let age = Duration::from_millis((now - ev.received_ms).max(0) as u64);
     let (next, finished) = if age > max_age {
@@ -153,6 +154,23 @@ async fn deliver(invoker: &Invoker, ev: AsyncEvent) {
                 } else {
                     tracing::info!(function = %ev.function, request_id = %ev.request_id, attempt, "async invocation failed; retrying in {delay:?}");
                     (Next::Retry { attempts: attempt, at_ms: now_ms() + delay.as_millis() as i64 }, None)
+                }
+            }
+            Err(e) if e.code == ErrorCode::ResourceNotFound && ev.delivery.is_some() => {
+                // A scheduler's delivery that failed: retried by its policy, then dead-lettered.
+                let policy = ev.delivery.as_ref().map(|d| (d.max_retries, d.dead_letter.clone()));
+                let (max_retries, dead_letter) = policy.unwrap_or((0, None));
+                let backoff = Duration::from_secs(1 << ev.attempts.min(8)).min(Duration::from_secs(300));
+                let too_old = (now_ms() - ev.received_ms) as u128 + backoff.as_millis() > max_age.as_millis();
+                if ev.attempts >= max_retries || too_old {
+                    tracing::warn!(function = %ev.function, request_id = %ev.request_id, attempts = attempt, "scheduled event not delivered: the function does not exist and the schedule's retry policy is spent");
+                    if let Some(dlq) = dead_letter {
+                        send(invoker, &dlq, ev.payload.clone(), "schedule dead-letter").await;
+                    }
+                    (Next::Done, None)
+                } else {
+                    tracing::info!(function = %ev.function, request_id = %ev.request_id, attempt, "scheduled event not delivered (no such function); retrying in {backoff:?}");
+                    (Next::Retry { attempts: attempt, at_ms: now_ms() + backoff.as_millis() as i64 }, None)
                 }
             }
             Err(e) if e.code == ErrorCode::ResourceNotFound => {

@@ -87,6 +87,18 @@ impl Trigger {
     }
 }
 
+/// How an event from a scheduler is delivered (its schedule's RetryPolicy and
+/// DeadLetterConfig): failed deliveries (a missing function, throttling) are retried up to
+/// `max_retries` times within `max_age_s`, then sent to `dead_letter` (a function) if any.
+/// Function errors follow the function's own asynchronous settings, as on AWS.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryPolicy {
+    pub max_retries: u32,
+    pub max_age_s: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
+}
+
 /// What a synchronous invocation produced.
 #[derive(Debug, Clone)]
 pub struct InvokeResult {

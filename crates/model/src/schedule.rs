@@ -311,6 +311,14 @@ impl Schedule {
                 self.target.arn
             ));
         }
+        if let Some(d) = &self.target.dead_letter
+            && (!d.arn.starts_with("arn:aws:lambda:") || !d.arn.contains(":function:"))
+        {
+            return Err(format!(
+                "Invalid DeadLetterConfig {}: Stratus sends undeliverable events to a Lambda function (arn:aws:lambda:…:function:…)",
+                d.arn
+            ));
+        }
         if let Some(input) = &self.target.input
             && input.len() > 256 * 1024
         {

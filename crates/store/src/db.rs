@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS async_events (
     -- the sender's X-Amzn-Trace-Id, which the invocation joins
     trace           TEXT,
     -- what sent it, when not an Invoke call (`s3`, …)
-    trigger         TEXT
+    trigger         TEXT,
+    -- a scheduler's delivery policy (JSON `DeliveryPolicy`), if it has one
+    delivery        TEXT
 );
 CREATE INDEX IF NOT EXISTS async_events_due ON async_events(next_attempt_ms);
 CREATE TABLE IF NOT EXISTS function_urls (
@@ -115,6 +117,8 @@ pub struct AsyncEvent {
     pub trace: Option<String>,
     /// What sent it (`Trigger::as_str`), when not an Invoke call.
     pub trigger: Option<String>,
+    /// A scheduler's delivery policy.
+    pub delivery: Option<model::invoke::DeliveryPolicy>,
 }
 
 /// A connection to the metadata database.
@@ -144,6 +148,7 @@ impl Db {
             ("async_events", "leased", "INTEGER NOT NULL DEFAULT 0"),
             ("async_events", "trace", "TEXT"),
             ("async_events", "trigger", "TEXT"),
+            ("async_events", "delivery", "TEXT"),
         ] {
             let present: bool = conn
                 .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?

@@ -89,7 +89,7 @@ fn claim(
 ) -> Result<Vec<AsyncEvent>, rusqlite::Error> {
     let events = {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, trace, trigger
+            "SELECT id, request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, trace, trigger, delivery
              FROM async_events WHERE next_attempt_ms <= ?1 ORDER BY next_attempt_ms, id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
@@ -104,6 +104,7 @@ fn claim(
                 next_attempt_ms: r.get(7)?,
                 trace: r.get(8)?,
                 trigger: r.get(9)?,
+                delivery: r.get::<_, Option<String>>(10)?.and_then(|d| serde_json::from_str(&d).ok()),
             })
         })?;
         rows.collect::<Result<Vec<_>, _>>()?
@@ -130,8 +131,8 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             let tx = conn.transaction()?;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, trace, trigger)
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM functions WHERE name = ?2)",
+                    "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, trace, trigger, delivery)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 WHERE EXISTS (SELECT 1 FROM functions WHERE name = ?2)",
                 )?;
                 let mut delete = tx.prepare_cached("DELETE FROM async_events WHERE id = ?1")?;
                 let mut reschedule = tx.prepare_cached(
@@ -149,7 +150,8 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                                 e.attempts,
                                 e.next_attempt_ms,
                                 e.trace,
-                                e.trigger
+                                e.trigger,
+                                e.delivery.as_ref().map(|d| serde_json::to_string(d).unwrap_or_default())
                             ])?;
                             let outcome = if n == 0 { Err(StoreError::NotFound) } else { Ok(tx.last_insert_rowid()) };
                             replies.push((reply, outcome));
@@ -208,6 +210,7 @@ mod tests {
             received_ms: 1,
             trace: None,
             trigger: None,
+            delivery: None,
             attempts: 0,
             next_attempt_ms: 1,
         }

@@ -57,8 +57,6 @@ pub struct Advance {
 pub enum Fired {
     /// The tick was recorded and its invocation queued.
     Queued,
-    /// The tick was recorded but the target function does not exist.
-    NoFunction,
     /// The schedule changed (or went) since it was read: nothing was done.
     Stale,
 }
@@ -206,8 +204,8 @@ impl Db {
                  WHERE group_name = ?1 AND name = ?2 AND next_ms = ?3",
             )?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, trace, trigger)
-                 SELECT ?1, ?2, ?3, ?4, ?5, 0, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM functions WHERE name = ?2)",
+                "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, trace, trigger, delivery)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?5, ?6, ?7, ?8)",
             )?;
             for m in moves {
                 let n = if m.delete {
@@ -219,22 +217,20 @@ impl Db {
                     out.push(Fired::Stale);
                     continue;
                 }
-                let mut outcome = Fired::Queued;
                 if let Some(e) = &m.event {
-                    let inserted = insert.execute(params![
+                    // Queued even if the function is missing now: the delivery policy decides.
+                    insert.execute(params![
                         e.request_id,
                         e.function,
                         e.qualifier,
                         e.payload,
                         e.received_ms,
                         e.trace,
-                        e.trigger
+                        e.trigger,
+                        e.delivery.as_ref().map(|d| serde_json::to_string(d).unwrap_or_default())
                     ])?;
-                    if inserted == 0 {
-                        outcome = Fired::NoFunction;
-                    }
                 }
-                out.push(outcome);
+                out.push(Fired::Queued);
             }
         }
         tx.commit()?;

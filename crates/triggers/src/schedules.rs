@@ -111,8 +111,6 @@ struct Plan {
     advance: Advance,
     arn: String,
     finished: bool,
-    dead_letter: Option<String>,
-    target: String,
 }
 
 /// Decides one due schedule's move: which tick fires (if any), the next tick, the event.
@@ -132,8 +130,6 @@ fn plan(scope: &model::Scope, st: StoredSchedule, now: i64) -> Option<Plan> {
         },
         arn,
         finished: true,
-        dead_letter: None,
-        target: s.target.arn.clone(),
     };
     let (expr, tz) = match s.validate(true) {
         Ok(v) => v,
@@ -171,6 +167,11 @@ fn plan(scope: &model::Scope, st: StoredSchedule, now: i64) -> Option<Plan> {
                 next_attempt_ms: now,
                 trace: None,
                 trigger: Some(model::invoke::Trigger::Schedule.as_str().to_string()),
+                delivery: Some(model::invoke::DeliveryPolicy {
+                    max_retries: s.target.retry_policy.maximum_retry_attempts,
+                    max_age_s: s.target.retry_policy.maximum_event_age_secs,
+                    dead_letter: s.target.dead_letter.as_ref().map(|d| d.arn.clone()),
+                }),
             })
         }
         _ => None,
@@ -187,8 +188,6 @@ fn plan(scope: &model::Scope, st: StoredSchedule, now: i64) -> Option<Plan> {
         },
         arn,
         finished,
-        dead_letter: s.target.dead_letter.map(|d| d.arn),
-        target: s.target.arn,
     })
 }
 
@@ -222,32 +221,10 @@ async fn fire(invoker: &Invoker, store: &Store, due: Vec<StoredSchedule>, now: i
                 }
             }
             Fired::Queued | Fired::Stale => {}
-            Fired::NoFunction => {
-                tracing::warn!(schedule = %p.arn, target = %p.target, "the schedule's target function does not exist; this tick is dropped");
-                if let (Some(dlq), Some(ev)) = (&p.dead_letter, &p.advance.event) {
-                    dead_letter(invoker, dlq, ev).await;
-                }
-            }
         }
     }
     if queued {
         invoker.notify_queue();
-    }
-}
-
-/// Sends a tick that could not be delivered to the dead-letter function, if the schedule names
-/// one (Scheduler's dead-letter queues are SQS queues, which Stratus does not have).
-async fn dead_letter(invoker: &Invoker, arn: &str, ev: &store::AsyncEvent) {
-    let Ok(t) = model::FunctionRef::parse(arn, model::NameUse::Reference) else {
-        tracing::warn!(dead_letter = %arn, "the dead-letter target is not a Lambda function; the tick is dropped");
-        return;
-    };
-    let payload = bytes::Bytes::from(ev.payload.clone());
-    if let Err(e) = invoker
-        .enqueue(&t.name, t.qualifier.as_deref(), payload, &ev.request_id, None, model::invoke::Trigger::Schedule)
-        .await
-    {
-        tracing::warn!(dead_letter = %arn, error = %e.message, "cannot deliver to the dead-letter target");
     }
 }
 

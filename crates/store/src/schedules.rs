@@ -237,3 +237,79 @@ impl Db {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::schedule::{FlexibleWindow, RetryPolicy, Target};
+
+    fn schedule(name: &str) -> Schedule {
+        Schedule {
+            name: name.into(),
+            group: DEFAULT_GROUP.into(),
+            expression: "rate(1 minute)".into(),
+            timezone: None,
+            start_date: None,
+            end_date: None,
+            window: FlexibleWindow { mode: "OFF".into(), maximum_window_minutes: None },
+            state: "ENABLED".into(),
+            action_after_completion: "NONE".into(),
+            description: None,
+            target: Target {
+                arn: "arn:aws:lambda:us-east-1:000000000000:function:f".into(),
+                role_arn: String::new(),
+                input: None,
+                retry_policy: RetryPolicy::default(),
+                dead_letter: None,
+            },
+            creation_date: 0.0,
+            last_modification_date: 0.0,
+        }
+    }
+
+    fn event() -> AsyncEvent {
+        AsyncEvent {
+            id: 0,
+            request_id: "r".into(),
+            function: "f".into(),
+            qualifier: None,
+            payload: b"{}".to_vec(),
+            received_ms: 1,
+            attempts: 0,
+            next_attempt_ms: 1,
+            trace: None,
+            trigger: Some("schedule".into()),
+            delivery: None,
+        }
+    }
+
+    #[test]
+    fn a_tick_moves_once_and_queues_its_event_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+        db.create_schedule(&schedule("s"), Some(60_000)).unwrap();
+        assert!(matches!(db.create_schedule(&schedule("s"), None), Err(StoreError::AlreadyExists)));
+        assert_eq!(db.due_schedules(59_999, 10).unwrap().len(), 0);
+        assert_eq!(db.due_schedules(60_000, 10).unwrap().len(), 1);
+        let advance = Advance {
+            group: DEFAULT_GROUP.into(),
+            name: "s".into(),
+            expected_next: 60_000,
+            fired: Some(60_000),
+            new_next: Some(120_000),
+            event: Some(event()),
+            delete: false,
+        };
+        assert_eq!(db.advance_schedules(std::slice::from_ref(&advance)).unwrap(), [Fired::Queued]);
+        // The same move again (a second scheduler, or a retry after a crash) finds the
+        // schedule already moved: nothing fires twice.
+        assert_eq!(db.advance_schedules(&[advance]).unwrap(), [Fired::Stale]);
+        let st = db.get_schedule(DEFAULT_GROUP, "s").unwrap().unwrap();
+        assert_eq!((st.next_ms, st.last_fired_ms), (Some(120_000), Some(60_000)));
+        let queued: i64 = db.conn.query_row("SELECT COUNT(*) FROM async_events", [], |r| r.get(0)).unwrap();
+        assert_eq!(queued, 1);
+        assert_eq!(db.next_schedule_due().unwrap(), Some(120_000));
+        assert!(db.delete_schedule(DEFAULT_GROUP, "s").unwrap());
+        assert_eq!(db.next_schedule_due().unwrap(), None);
+    }
+}

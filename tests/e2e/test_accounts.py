@@ -360,3 +360,12 @@ def test_code_location_is_a_signed_url_that_needs_no_credentials(enforced):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(bad, timeout=30)
         assert e.value.code == 403, bad
+
+
+def test_development_mode_is_refused_when_the_object_api_is_exposed(tmp_path):
+    out = subprocess.run(
+        [str(BIN), "serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0", "--http-listen",
+         "127.0.0.1:0", "--s3-listen", "0.0.0.0:0", "--auth", "development", "--unisolated"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode != 0 and "only allowed when listening on loopback (not 0.0.0.0:0)" in out.stderr

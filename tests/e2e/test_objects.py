@@ -114,6 +114,16 @@ def test_listing_with_prefix_delimiter_and_continuation(s3):
     assert small["CommonPrefixes"][0]["Prefix"] == "logs/"
     rest = s3.list_objects_v2(Bucket=bucket, Delimiter="/", ContinuationToken=small["NextContinuationToken"])
     assert [o["Key"] for o in rest["Contents"]] == ["top"] and [p["Prefix"] for p in rest["CommonPrefixes"]] == ["z/"]
+    # Version 1 markers that end a page on a common prefix continue after it.
+    v1, marker = [], ""
+    while True:
+        page = s3.list_objects(Bucket=bucket, Delimiter="/", MaxKeys=1, Marker=marker)
+        v1 += [p["Prefix"] for p in page.get("CommonPrefixes", [])] + [o["Key"] for o in page.get("Contents", [])]
+        if not page["IsTruncated"]:
+            break
+        marker = page["NextMarker"]
+        assert len(v1) < 10, v1
+    assert v1 == ["logs/", "top", "z/"]
     # The paginator (version 1 markers) sees the same keys.
     v1 = [o["Key"] for p in s3.get_paginator("list_objects").paginate(Bucket=bucket, PaginationConfig={"PageSize": 4}) for o in p.get("Contents", [])]
     assert v1 == sorted(keys)

@@ -117,9 +117,10 @@ impl Platform {
         Ok(Some(tenant))
     }
 
-    /// An account's invoker (starting the account if needed); `None` if there is no such account.
-    pub async fn invoker(&self, account: &str) -> Option<::invoke::Invoker> {
-        self.tenant(account).await.ok().flatten().map(|t| t.state.invoker.clone())
+    /// An account's invoker (starting the account if needed); `None` if there is no such
+    /// account, `Err` if it could not be read or started (try again later).
+    pub async fn invoker(&self, account: &str) -> Result<Option<::invoke::Invoker>, LambdaError> {
+        Ok(self.tenant(account).await?.map(|t| t.state.invoker.clone()))
     }
 
     /// Starts every account that exists (so their queued events and provisioned concurrency

@@ -16,8 +16,14 @@ use triggers::schedules::{group_arn, schedule_arn};
 use crate::error::ApiError;
 use crate::{ApiState, read_body};
 
+/// Now, in the API's seconds, and in the milliseconds ticks are counted in (the same instant).
+fn now() -> (f64, i64) {
+    let ms = model::logfmt::now_ms();
+    (ms as f64 / 1000.0, ms)
+}
+
 fn now_secs() -> f64 {
-    model::logfmt::now_ms() as f64 / 1000.0
+    now().0
 }
 
 fn validation(message: impl Into<String>) -> ApiError {
@@ -98,13 +104,13 @@ impl ScheduleInput {
     }
 }
 
-/// The next tick of an enabled schedule, after its last fired one.
-fn next_tick(s: &Schedule, last_fired: Option<i64>) -> Option<i64> {
+/// The next tick of an enabled schedule from `now_ms` on, after its last fired one.
+fn next_tick(s: &Schedule, now_ms: i64, last_fired: Option<i64>) -> Option<i64> {
     if s.state != "ENABLED" {
         return None;
     }
     let (expr, tz) = s.validate(true).ok()?;
-    let after = (model::logfmt::now_ms() - 1).max(last_fired.unwrap_or(i64::MIN));
+    let after = (now_ms - 1).max(last_fired.unwrap_or(i64::MIN));
     s.next_tick(&expr, tz, after)
 }
 
@@ -122,9 +128,10 @@ pub async fn create_schedule(
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let s = input(body).await?.schedule(name, now_secs(), &state)?;
+    let (created, now_ms) = now();
+    let s = input(body).await?.schedule(name, created, &state)?;
     require_group(&state, &s.group).await?;
-    let next = next_tick(&s, None);
+    let next = next_tick(&s, now_ms, None);
     let arn = schedule_arn(&state.scope, &s.group, &s.name);
     let stored = s.clone();
     match state.store.run(move |db| db.create_schedule(&stored, next)).await {
@@ -154,7 +161,12 @@ pub async fn update_schedule(
         return Err(not_found(format!("Schedule {name} does not exist.")));
     };
     let s = input.schedule(name, old.schedule.creation_date, &state)?;
-    let next = next_tick(&s, old.last_fired_ms);
+    // A tick that was due and not yet fired stays due (it fires with the new settings).
+    let now_ms = match old.next_ms {
+        Some(due) if due <= model::logfmt::now_ms() => due,
+        _ => model::logfmt::now_ms(),
+    };
+    let next = next_tick(&s, now_ms, old.last_fired_ms);
     let arn = schedule_arn(&state.scope, &s.group, &s.name);
     let stored = s.clone();
     match state.store.run(move |db| db.update_schedule(&stored, next)).await {

@@ -60,7 +60,12 @@ impl Expression {
                     ),
                 ));
             }
-            return n.checked_mul(unit_secs).map(Self::Rate).ok_or_else(|| invalid(expr, "The rate is too long."));
+            // At most about a century, so every tick is a representable time.
+            return n
+                .checked_mul(unit_secs)
+                .filter(|secs| *secs <= 100 * 366 * 86_400)
+                .map(Self::Rate)
+                .ok_or_else(|| invalid(expr, "The rate is too long (at most 100 years)."));
         }
         if let Some(body) = inner("cron(") {
             return parse_cron(body).map(|c| Self::Cron(Box::new(c))).map_err(|why| invalid(expr, why));
@@ -81,12 +86,12 @@ impl Expression {
     pub fn next_after(&self, after_ms: i64, start_ms: i64, tz: Tz) -> Option<i64> {
         match self {
             Self::Rate(secs) => {
-                let period = *secs as i64 * MS;
+                let period = (*secs as i64).checked_mul(MS)?;
                 if after_ms < start_ms {
                     return Some(start_ms);
                 }
-                let k = (after_ms - start_ms) / period + 1;
-                Some(start_ms + k * period)
+                let k = after_ms.checked_sub(start_ms)? / period + 1;
+                start_ms.checked_add(k.checked_mul(period)?)
             }
             Self::At(t) => {
                 let at = local(tz, *t)?.timestamp_millis();
@@ -293,6 +298,12 @@ impl Schedule {
         if !["NONE", "DELETE"].contains(&self.action_after_completion.as_str()) {
             return Err(format!("Invalid ActionAfterCompletion {}: NONE or DELETE", self.action_after_completion));
         }
+        // Dates between 1970 and 9999, as Scheduler's API takes them.
+        for d in [self.start_date, self.end_date].into_iter().flatten() {
+            if !(0.0..=253_402_300_799.0).contains(&d) || d.is_nan() {
+                return Err(format!("Invalid date {d}: between 1970-01-01 and 9999-12-31"));
+            }
+        }
         if let (Some(s), Some(e)) = (self.start_date, self.end_date)
             && e <= s
         {
@@ -329,11 +340,11 @@ impl Schedule {
 
     /// When the ticks start: StartDate, or (for rates) the creation.
     pub fn start_ms(&self) -> i64 {
-        (self.start_date.unwrap_or(self.creation_date) * 1000.0) as i64
+        (self.start_date.unwrap_or(self.creation_date) * 1000.0).round() as i64
     }
 
     pub fn end_ms(&self) -> Option<i64> {
-        self.end_date.map(|e| (e * 1000.0) as i64)
+        self.end_date.map(|e| (e * 1000.0).round() as i64)
     }
 
     /// How late a tick may still fire (the flexible window, or Scheduler's one-minute
@@ -480,6 +491,7 @@ mod tests {
         assert!(err("rate(1 minutes)").contains("singular"));
         assert!(err("rate(5 fortnights)").contains("Unknown rate unit"));
         assert!(err("rate(30 seconds)").contains("Unknown rate unit"));
+        assert!(err("rate(200000000000 days)").contains("too long"));
         assert!(Expression::parse("rate(30 seconds)", true).is_ok());
         assert!(err("cron(0 12 * * *)").contains("six fields"));
         assert!(err("cron(0 12 * * * *)").contains("'?'"));

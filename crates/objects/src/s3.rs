@@ -20,9 +20,9 @@ pub struct Objects {
     config: Arc<ObjectsConfig>,
     /// Called after a change committed events (wakes the relay).
     on_events: Arc<dyn Fn() + Send + Sync>,
-    /// Bucket → owning account, for the buckets seen (only this process creates and deletes
-    /// buckets, so it is kept exact).
-    owners: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+    /// Bucket → owning account, for the buckets seen, and a generation bumped by every bucket
+    /// deletion: an owner read before a deletion is not cached after it.
+    owners: Arc<std::sync::RwLock<(u64, std::collections::HashMap<String, String>)>>,
 }
 
 /// Objects up to this size are read in one go and answered from memory.
@@ -193,14 +193,20 @@ impl Objects {
     /// The caller's account must own the bucket.
     async fn owned<T>(&self, req: &S3Request<T>, bucket: &str) -> S3Result<Caller> {
         let caller = self.caller(req).await?;
-        let known = self.owners.read().unwrap_or_else(|p| p.into_inner()).get(bucket).cloned();
+        let (generation, known) = {
+            let owners = self.owners.read().unwrap_or_else(|p| p.into_inner());
+            (owners.0, owners.1.get(bucket).cloned())
+        };
         let owner = match known {
             Some(owner) => owner,
             None => {
                 let name = bucket.to_string();
                 let found = self.store.run(move |s| s.bucket(&name)).await.map_err(store_error)?;
                 let owner = found.ok_or_else(|| store_error(ObjectError::NoSuchBucket))?.account;
-                self.owners.write().unwrap_or_else(|p| p.into_inner()).insert(bucket.to_string(), owner.clone());
+                let mut owners = self.owners.write().unwrap_or_else(|p| p.into_inner());
+                if owners.0 == generation {
+                    owners.1.insert(bucket.to_string(), owner.clone());
+                }
                 owner
             }
         };
@@ -466,8 +472,13 @@ impl S3 for Objects {
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
         self.owned(&req, &req.input.bucket).await?;
         let name = req.input.bucket.clone();
-        self.store.run(move |s| s.delete_bucket(&name)).await.map_err(store_error)?;
-        self.owners.write().unwrap_or_else(|p| p.into_inner()).remove(&req.input.bucket);
+        let deleted = self.store.run(move |s| s.delete_bucket(&name)).await.map_err(store_error);
+        {
+            let mut owners = self.owners.write().unwrap_or_else(|p| p.into_inner());
+            owners.0 += 1;
+            owners.1.remove(&req.input.bucket);
+        }
+        deleted?;
         tracing::info!(bucket = %req.input.bucket, "bucket deleted");
         Ok(S3Response::new(DeleteBucketOutput {}))
     }

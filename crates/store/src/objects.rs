@@ -485,7 +485,10 @@ impl ObjectStore {
             let mut stmt = tx.prepare("SELECT blob FROM parts WHERE upload = ?1")?;
             dropped_parts = stmt.query_map([upload], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
             drop(stmt);
-            tx.execute("DELETE FROM uploads WHERE id = ?1", [upload])?;
+            // Aborted while its parts were being joined: the abort wins.
+            if tx.execute("DELETE FROM uploads WHERE id = ?1", [upload])? == 0 {
+                return Err(ObjectError::NoSuchUpload);
+            }
         }
         let events = Self::emit(&tx, &account, &rules, bucket, key, size, etag, change, writer, now)?;
         tx.commit()?;
@@ -652,10 +655,14 @@ impl ObjectStore {
                 });
                 match grouped {
                     Some(common) => {
-                        // Skip every key under this prefix: 0xFF never occurs in UTF-8.
+                        // Skip every key under this prefix: 0xFF never occurs in UTF-8. A
+                        // prefix at or before `after` was listed already (a marker naming it).
+                        let listed = after.is_some_and(|a| common.as_slice() <= a);
                         cursor = common.clone();
                         cursor.push(0xFF);
-                        out.prefixes.push(key_string(common));
+                        if !listed {
+                            out.prefixes.push(key_string(common));
+                        }
                         break;
                     }
                     None => {
@@ -828,13 +835,21 @@ impl ObjectStore {
     }
 
     pub fn abort_upload(&self, upload: &str) -> Result<(), ObjectError> {
-        let parts = self.parts(upload)?;
-        let n = self.conn().execute("DELETE FROM uploads WHERE id = ?1", [upload])?;
-        if n == 0 {
-            return Err(ObjectError::NoSuchUpload);
-        }
-        for p in parts {
-            self.remove_blob(&p.blob);
+        let blobs: Vec<String> = {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            let blobs = {
+                let mut stmt = tx.prepare("SELECT blob FROM parts WHERE upload = ?1")?;
+                stmt.query_map([upload], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?
+            };
+            if tx.execute("DELETE FROM uploads WHERE id = ?1", [upload])? == 0 {
+                return Err(ObjectError::NoSuchUpload);
+            }
+            tx.commit()?;
+            blobs
+        };
+        for b in blobs {
+            self.remove_blob(&b);
         }
         Ok(())
     }
@@ -945,6 +960,9 @@ mod tests {
         assert_eq!(under_c.prefixes, ["c/x/"]);
         assert_eq!(under_c.objects[0].key, "c/y");
         // Pages of two, following the tokens, give everything once.
+        // A version 1 marker naming a common prefix continues after everything under it.
+        let v1 = s.list("b", "", Some("/"), Some(b"a/"), 1).unwrap();
+        assert_eq!(v1.objects[0].key, "b");
         let mut seen = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {

@@ -380,12 +380,14 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 /// The authentication mode: asked for, or chosen by the address listened on.
 fn auth_mode(args: &ServeArgs) -> anyhow::Result<api::auth::AuthMode> {
     use api::auth::AuthMode;
-    let loopback = args.listen.ip().is_loopback();
+    // Both signed listeners decide: the API and the object API.
+    let exposed = [args.listen, args.s3_listen].into_iter().find(|a| !a.ip().is_loopback());
+    let loopback = exposed.is_none();
     match args.auth {
         Some(AuthArg::Enforced) => Ok(AuthMode::Enforced),
         Some(AuthArg::Development) if !loopback => anyhow::bail!(
             "--auth development is only allowed when listening on loopback (not {}): anyone who can reach the API could act as the default account",
-            args.listen
+            exposed.map(|a| a.to_string()).unwrap_or_default()
         ),
         Some(AuthArg::Development) => Ok(AuthMode::Development),
         None if loopback => Ok(AuthMode::Development),

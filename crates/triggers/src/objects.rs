@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use invoke::Invoker;
+use model::LambdaError;
 use model::invoke::Trigger;
 use model::objects::{MAX_RECURSION_DEPTH, ObjectEvent};
 use model::trace::TraceContext;
 use store::objects::ObjectStore;
 
-/// Finds an account's invoker (starting the account if needed).
-pub type InvokerLookup = Arc<dyn Fn(String) -> BoxFuture<'static, Option<Invoker>> + Send + Sync>;
+/// Finds an account's invoker (starting the account if needed): `None` when the account does
+/// not exist, `Err` when it cannot be reached now.
+pub type InvokerLookup = Arc<dyn Fn(String) -> BoxFuture<'static, Result<Option<Invoker>, LambdaError>> + Send + Sync>;
 
 /// How a delivery went.
 enum Delivery {
@@ -83,9 +85,16 @@ async fn deliver(ev: &ObjectEvent, region: &str, lookup: &InvokerLookup) -> Deli
             return Delivery::Done;
         }
     };
-    let Some(invoker) = lookup(ev.account.clone()).await else {
-        tracing::warn!(account = %ev.account, "object event dropped: the bucket owner's account is gone");
-        return Delivery::Done;
+    let invoker = match lookup(ev.account.clone()).await {
+        Ok(Some(invoker)) => invoker,
+        Ok(None) => {
+            tracing::warn!(account = %ev.account, "object event dropped: the bucket owner's account is gone");
+            return Delivery::Done;
+        }
+        Err(e) => {
+            tracing::warn!(account = %ev.account, error = %e.message, "cannot reach the bucket owner's account yet; retrying");
+            return Delivery::Later;
+        }
     };
     let mut trace = ev.trace.as_deref().and_then(TraceContext::parse).unwrap_or_else(|| {
         let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -103,13 +112,15 @@ async fn deliver(ev: &ObjectEvent, region: &str, lookup: &InvokerLookup) -> Deli
             tracing::debug!(bucket = %ev.bucket, key = %ev.key, function = %target.name, %request_id, "object event queued");
             Delivery::Done
         }
-        Err(e) if e.code == model::ErrorCode::ResourceNotFound => {
-            tracing::warn!(bucket = %ev.bucket, function = %ev.function_arn, error = %e.message, "object event dropped: no such function");
-            Delivery::Done
-        }
-        Err(e) => {
+        // The queue could not take it now (its database, or the account's limits): retry.
+        Err(e) if matches!(e.code, model::ErrorCode::Service | model::ErrorCode::TooManyRequests) => {
             tracing::warn!(error = %e.message, "cannot queue an object event yet; retrying");
             Delivery::Later
+        }
+        // Retrying cannot help (no such function, a runtime this host lacks, …).
+        Err(e) => {
+            tracing::warn!(bucket = %ev.bucket, function = %ev.function_arn, error = %e.message, "object event dropped: the function cannot take it");
+            Delivery::Done
         }
     }
 }

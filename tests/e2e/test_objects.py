@@ -62,6 +62,21 @@ def test_buckets_objects_and_metadata(s3):
         s3.put_object(Bucket=bucket, Key="x", Body=b"abc", ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg==")
     assert err(e) == "BadDigest"
 
+    # If-None-Match: * is checked in the commit: of racing writers, exactly one creates it.
+    import concurrent.futures
+
+    def create_once(i):
+        try:
+            s3.put_object(Bucket=bucket, Key="lock", Body=str(i).encode(), IfNoneMatch="*")
+            return True
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "PreconditionFailed"
+            return False
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        assert sum(ex.map(create_once, range(16))) == 1
+    s3.delete_object(Bucket=bucket, Key="lock")
+
     copied = s3.copy_object(Bucket=bucket, Key="copy.txt", CopySource={"Bucket": bucket, "Key": "a/b.txt"})
     assert copied["CopyObjectResult"]["ETag"] == put["ETag"]
     assert s3.head_object(Bucket=bucket, Key="copy.txt")["Metadata"] == {"owner": "me"}, "COPY keeps metadata"

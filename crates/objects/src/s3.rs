@@ -68,6 +68,7 @@ fn store_error(e: ObjectError) -> S3Error {
         ObjectError::InvalidPart(_) => S3Error::with_message(s3s::S3ErrorCode::InvalidPart, message),
         ObjectError::InvalidPartOrder => S3Error::with_message(s3s::S3ErrorCode::InvalidPartOrder, message),
         ObjectError::EntityTooSmall(_) => S3Error::with_message(s3s::S3ErrorCode::EntityTooSmall, message),
+        ObjectError::PreconditionFailed => S3Error::with_message(s3s::S3ErrorCode::PreconditionFailed, message),
         ObjectError::Store(store::StoreError::Io(e)) => body::io_error(e),
         ObjectError::Store(e) => {
             tracing::error!(error = %e, "object store failed");
@@ -225,28 +226,19 @@ impl Objects {
             request_id: req.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
             depth,
             trace,
+            if_absent: false,
         }
     }
 
     async fn put(&self, req: S3Request<PutObjectInput>, change: ObjectChange) -> S3Result<S3Response<PutObjectOutput>> {
         let caller = self.owned(&req, &req.input.bucket).await?;
-        let writer = self.writer(&req, &caller);
+        let mut writer = self.writer(&req, &caller);
+        writer.if_absent = req.input.if_none_match.as_ref().is_some_and(|c| c.is_any());
         let max = self.config.max_object_size;
         let input = req.input;
         check_key(&input.key)?;
         if input.content_length.is_some_and(|n| n as u64 > max) {
             return Err(body::too_large(max));
-        }
-        if let Some(cond) = &input.if_none_match
-            && cond.is_any()
-        {
-            let (b, k) = (input.bucket.clone(), input.key.clone());
-            if self.store.run(move |s| s.head(&b, &k)).await.is_ok() {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "At least one of the pre-conditions you specified did not hold"
-                ));
-            }
         }
         let sent = Sent {
             md5: input.content_md5,

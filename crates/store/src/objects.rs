@@ -153,6 +153,8 @@ pub struct Writer {
     /// Invocations that led to this write (from the writer's trace header).
     pub depth: u32,
     pub trace: Option<String>,
+    /// Write only if the key holds no object (`If-None-Match: *`), checked in the commit.
+    pub if_absent: bool,
 }
 
 /// One page of a listing.
@@ -187,6 +189,8 @@ pub enum ObjectError {
     InvalidPartOrder,
     #[error("Your proposed upload is smaller than the minimum allowed size (part {0})")]
     EntityTooSmall(u32),
+    #[error("At least one of the pre-conditions you specified did not hold")]
+    PreconditionFailed,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -475,6 +479,9 @@ impl ObjectStore {
                 |r| r.get(0),
             )
             .optional()?;
+        if writer.if_absent && old.is_some() {
+            return Err(ObjectError::PreconditionFailed);
+        }
         let now = now_ms();
         tx.execute(
             "INSERT OR REPLACE INTO objects (bucket, key, blob, size, etag, modified_ms, attrs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

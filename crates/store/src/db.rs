@@ -149,6 +149,7 @@ impl Db {
             ("async_events", "trace", "TEXT"),
             ("async_events", "trigger", "TEXT"),
             ("async_events", "delivery", "TEXT"),
+            ("schedules", "version", "INTEGER NOT NULL DEFAULT 0"),
         ] {
             let present: bool = conn
                 .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?

@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS schedules (
     next_ms     INTEGER,
     -- the last tick fired
     last_fired_ms INTEGER,
+    -- bumped by every update, so a tick planned from an older configuration is not applied
+    version     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (group_name, name)
 );
 CREATE INDEX IF NOT EXISTS schedules_next ON schedules(next_ms) WHERE next_ms IS NOT NULL;
@@ -35,6 +37,8 @@ pub struct StoredSchedule {
     pub schedule: Schedule,
     pub next_ms: Option<i64>,
     pub last_fired_ms: Option<i64>,
+    /// Changes with every update of the configuration.
+    pub version: i64,
 }
 
 /// One schedule's move to its next tick (see [`Db::advance_schedules`]).
@@ -44,6 +48,8 @@ pub struct Advance {
     pub name: String,
     /// The tick the schedule was read at (the move is skipped if it changed since).
     pub expected_next: i64,
+    /// The configuration the move was planned from (skipped if it was updated since).
+    pub version: i64,
     /// The tick fired, if one is.
     pub fired: Option<i64>,
     pub new_next: Option<i64>,
@@ -120,23 +126,25 @@ impl Db {
     pub fn update_schedule(&mut self, s: &Schedule, next_ms: Option<i64>) -> Result<(), StoreError> {
         let config = serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let n = self.conn.execute(
-            "UPDATE schedules SET config = ?3, next_ms = ?4 WHERE group_name = ?1 AND name = ?2",
+            "UPDATE schedules SET config = ?3, next_ms = ?4, version = version + 1 WHERE group_name = ?1 AND name = ?2",
             params![s.group, s.name, config, next_ms],
         )?;
         if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     pub fn get_schedule(&self, group: &str, name: &str) -> Result<Option<StoredSchedule>, StoreError> {
-        let row: Option<(String, Option<i64>, Option<i64>)> = self
+        let row: Option<(String, Option<i64>, Option<i64>, i64)> = self
             .conn
             .query_row(
-                "SELECT config, next_ms, last_fired_ms FROM schedules WHERE group_name = ?1 AND name = ?2",
+                "SELECT config, next_ms, last_fired_ms, version FROM schedules WHERE group_name = ?1 AND name = ?2",
                 [group, name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        row.map(|(c, next_ms, last_fired_ms)| Ok(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms }))
-            .transpose()
+        row.map(|(c, next_ms, last_fired_ms, version)| {
+            Ok(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms, version })
+        })
+        .transpose()
     }
 
     pub fn delete_schedule(&mut self, group: &str, name: &str) -> Result<bool, StoreError> {
@@ -152,18 +160,18 @@ impl Db {
         limit: usize,
     ) -> Result<Vec<StoredSchedule>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT config, next_ms, last_fired_ms FROM schedules
+            "SELECT config, next_ms, last_fired_ms, version FROM schedules
              WHERE (?1 IS NULL OR group_name = ?1) AND substr(name, 1, length(?2)) = ?2
                AND (?3 IS NULL OR group_name || '/' || name > ?3)
              ORDER BY group_name || '/' || name LIMIT ?4",
         )?;
         let rows = stmt.query_map(params![group, prefix, after, limit as i64], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (c, next_ms, last_fired_ms) = row?;
-            out.push(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms });
+            let (c, next_ms, last_fired_ms, version) = row?;
+            out.push(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms, version });
         }
         Ok(out)
     }
@@ -176,15 +184,16 @@ impl Db {
     /// Schedules whose next tick is at or before `now_ms`.
     pub fn due_schedules(&self, now_ms: i64, limit: usize) -> Result<Vec<StoredSchedule>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT config, next_ms, last_fired_ms FROM schedules
+            "SELECT config, next_ms, last_fired_ms, version FROM schedules
              WHERE next_ms IS NOT NULL AND next_ms <= ?1 ORDER BY next_ms LIMIT ?2",
         )?;
-        let rows =
-            stmt.query_map(params![now_ms, limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
-            let (c, next_ms, last_fired_ms) = row?;
-            out.push(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms });
+            let (c, next_ms, last_fired_ms, version) = row?;
+            out.push(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms, version });
         }
         Ok(out)
     }
@@ -197,11 +206,12 @@ impl Db {
         let tx = self.conn.transaction()?;
         let mut out = Vec::with_capacity(moves.len());
         {
-            let mut delete =
-                tx.prepare_cached("DELETE FROM schedules WHERE group_name = ?1 AND name = ?2 AND next_ms = ?3")?;
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM schedules WHERE group_name = ?1 AND name = ?2 AND next_ms = ?3 AND version = ?4",
+            )?;
             let mut update = tx.prepare_cached(
                 "UPDATE schedules SET next_ms = ?4, last_fired_ms = COALESCE(?5, last_fired_ms)
-                 WHERE group_name = ?1 AND name = ?2 AND next_ms = ?3",
+                 WHERE group_name = ?1 AND name = ?2 AND next_ms = ?3 AND version = ?6",
             )?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO async_events (request_id, function, qualifier, payload, received_ms, attempts, next_attempt_ms, trace, trigger, delivery)
@@ -209,9 +219,9 @@ impl Db {
             )?;
             for m in moves {
                 let n = if m.delete {
-                    delete.execute(params![m.group, m.name, m.expected_next])?
+                    delete.execute(params![m.group, m.name, m.expected_next, m.version])?
                 } else {
-                    update.execute(params![m.group, m.name, m.expected_next, m.new_next, m.fired])?
+                    update.execute(params![m.group, m.name, m.expected_next, m.new_next, m.fired, m.version])?
                 };
                 if n == 0 {
                     out.push(Fired::Stale);
@@ -295,6 +305,7 @@ mod tests {
             group: DEFAULT_GROUP.into(),
             name: "s".into(),
             expected_next: 60_000,
+            version: 0,
             fired: Some(60_000),
             new_next: Some(120_000),
             event: Some(event()),
@@ -303,7 +314,11 @@ mod tests {
         assert_eq!(db.advance_schedules(std::slice::from_ref(&advance)).unwrap(), [Fired::Queued]);
         // The same move again (a second scheduler, or a retry after a crash) finds the
         // schedule already moved: nothing fires twice.
-        assert_eq!(db.advance_schedules(&[advance]).unwrap(), [Fired::Stale]);
+        assert_eq!(db.advance_schedules(std::slice::from_ref(&advance)).unwrap(), [Fired::Stale]);
+        // A move planned before an update is not applied after it.
+        db.update_schedule(&schedule("s"), Some(120_000)).unwrap();
+        let planned = Advance { expected_next: 120_000, fired: Some(120_000), new_next: Some(180_000), ..advance };
+        assert_eq!(db.advance_schedules(&[planned]).unwrap(), [Fired::Stale]);
         let st = db.get_schedule(DEFAULT_GROUP, "s").unwrap().unwrap();
         assert_eq!((st.next_ms, st.last_fired_ms), (Some(120_000), Some(60_000)));
         let queued: i64 = db.conn.query_row("SELECT COUNT(*) FROM async_events", [], |r| r.get(0)).unwrap();

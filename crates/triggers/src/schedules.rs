@@ -116,6 +116,7 @@ struct Plan {
 /// Decides one due schedule's move: which tick fires (if any), the next tick, the event.
 fn plan(scope: &model::Scope, st: StoredSchedule, now: i64) -> Option<Plan> {
     let tick = st.next_ms?;
+    let version = st.version;
     let s = st.schedule;
     let arn = schedule_arn(scope, &s.group, &s.name);
     let stop = |arn: String| Plan {
@@ -123,6 +124,7 @@ fn plan(scope: &model::Scope, st: StoredSchedule, now: i64) -> Option<Plan> {
             group: s.group.clone(),
             name: s.name.clone(),
             expected_next: tick,
+            version,
             fired: None,
             new_next: None,
             event: None,
@@ -181,6 +183,7 @@ fn plan(scope: &model::Scope, st: StoredSchedule, now: i64) -> Option<Plan> {
             group: s.group.clone(),
             name: s.name.clone(),
             expected_next: tick,
+            version,
             fired: fire_at,
             new_next,
             event,

@@ -16,9 +16,16 @@ use store::objects::{ObjectStore, Staged};
 /// Bytes buffered before a write to disk (off the async threads).
 const WRITE_BATCH: usize = 1 << 20;
 
+/// Where an upload's bytes are.
+pub enum Received {
+    /// Small enough to keep in the object's row (never written to a file).
+    Inline(Vec<u8>),
+    Staged(Staged),
+}
+
 /// What an upload wrote.
 pub struct Written {
-    pub staged: Staged,
+    pub body: Received,
     pub size: u64,
     pub md5: [u8; 16],
     pub checksums: s3s::dto::Checksum,
@@ -51,19 +58,25 @@ fn write_batch(file: &mut std::fs::File, batch: &[Bytes]) -> std::io::Result<()>
     Ok(())
 }
 
-/// Streams `body` into a new staged file, failing with `EntityTooLarge` past `max` bytes
-/// (the staged file is then removed).
+fn stage(store: &ObjectStore) -> Result<(Staged, std::fs::File), S3Error> {
+    store.stage().map_err(|e| match e {
+        store::StoreError::Io(e) => io_error(e),
+        other => s3_error!(InternalError, "{other}"),
+    })
+}
+
+/// Streams `body` into a new staged file (or, when `inline` and it is at most
+/// `store::objects::INLINE_MAX` bytes, into memory), failing with `EntityTooLarge` past `max`
+/// bytes (the staged file is then removed).
 pub async fn receive(
     store: &ObjectStore,
     body: StreamingBlob,
     max: u64,
     mut checksums: s3s::checksum::ChecksumHasher,
+    inline: bool,
 ) -> Result<Written, S3Error> {
-    let (staged, file) = store.stage().map_err(|e| match e {
-        store::StoreError::Io(e) => io_error(e),
-        other => s3_error!(InternalError, "{other}"),
-    })?;
-    let mut file = Some(file);
+    let mut staged: Option<Staged> = None;
+    let mut file: Option<std::fs::File> = None;
     let mut md5 = md5::Md5::new();
     let mut size: u64 = 0;
     let mut batch: Vec<Bytes> = Vec::new();
@@ -83,7 +96,21 @@ pub async fn receive(
             batched += chunk.len();
             batch.push(chunk);
         }
-        if (done && !batch.is_empty()) || batched >= WRITE_BATCH {
+        if done && staged.is_none() && inline && size <= store::objects::INLINE_MAX {
+            let mut data = Vec::with_capacity(size as usize);
+            for b in &batch {
+                data.extend_from_slice(b);
+            }
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&md5.finalize());
+            return Ok(Written { body: Received::Inline(data), size, md5: out, checksums: checksums.finalize() });
+        }
+        if (done && (!batch.is_empty() || staged.is_none())) || batched >= WRITE_BATCH {
+            if staged.is_none() {
+                let (st, f) = stage(store)?;
+                staged = Some(st);
+                file = Some(f);
+            }
             let mut f = file.take().ok_or_else(|| s3_error!(InternalError))?;
             let pending = std::mem::take(&mut batch);
             let (f, result) = tokio::task::spawn_blocking(move || {
@@ -102,7 +129,8 @@ pub async fn receive(
     }
     let mut out = [0u8; 16];
     out.copy_from_slice(&md5.finalize());
-    Ok(Written { staged, size, md5: out, checksums: checksums.finalize() })
+    let staged = staged.ok_or_else(|| s3_error!(InternalError))?;
+    Ok(Written { body: Received::Staged(staged), size, md5: out, checksums: checksums.finalize() })
 }
 
 /// A file's bytes `[start, start + len)` as a response body of known length.

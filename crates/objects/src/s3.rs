@@ -251,7 +251,7 @@ impl Objects {
                 input.checksum_crc64nvme,
             ],
         };
-        let (written, checksums) = self.receive(input.body, sent, max, req.trailing_headers).await?;
+        let (written, checksums) = self.receive(input.body, sent, max, req.trailing_headers, true).await?;
         let mut attrs = attrs_of(
             input.content_type,
             input.content_encoding,
@@ -264,11 +264,14 @@ impl Objects {
         attrs.checksums = checksums;
         let etag_hex = hex::encode(written.md5);
         let (bucket, key, size) = (input.bucket, input.key, written.size);
-        let staged = written.staged;
+        let body = written.body;
         let (e, a) = (etag_hex.clone(), attrs.clone());
         let (_, events) = self
             .store
-            .run(move |s| s.put(&bucket, &key, staged, size, &e, &a, change, &writer))
+            .run(move |s| match body {
+                body::Received::Inline(data) => s.put_inline(&bucket, &key, &data, &e, &a, change, &writer),
+                body::Received::Staged(staged) => s.put(&bucket, &key, staged, size, &e, &a, change, &writer),
+            })
             .await
             .map_err(store_error)?;
         self.committed(events);
@@ -286,17 +289,19 @@ impl Objects {
 
     /// Streams an upload's body to staging and checks it against what the client sent
     /// (Content-MD5, checksums in headers or trailers); returns the checksums to keep.
+    /// `inline`: a small body may stay in memory (objects; parts are always files).
     async fn receive(
         &self,
         body: Option<StreamingBlob>,
         sent: Sent,
         max: u64,
         trailers: Option<s3s::TrailingHeaders>,
+        inline: bool,
     ) -> S3Result<(body::Written, std::collections::BTreeMap<String, String>)> {
         let given = sent.values.each_ref().map(Option::is_some);
         let h = hasher(sent.algorithm.as_ref(), given)?;
         let body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
-        let written = body::receive(&self.store, body, max, h).await?;
+        let written = body::receive(&self.store, body, max, h, inline).await?;
         if let Some(md5) = &sent.md5 {
             let sent = base64::engine::general_purpose::STANDARD
                 .decode(md5)
@@ -322,8 +327,11 @@ impl Objects {
         self.store
             .run(move |s| {
                 for _ in 0..3 {
-                    let info = s.head(&b, &k)?;
-                    match std::fs::File::open(s.object_path(&info)) {
+                    let (info, data) = s.get(&b, &k)?;
+                    let Some(path) = s.object_path(&info) else {
+                        return Ok(Ok((info, Content::Small(data.unwrap_or_default().into()))));
+                    };
+                    match std::fs::File::open(path) {
                         Ok(mut f) if whole && info.size <= SMALL_OBJECT => {
                             let mut buf = Vec::with_capacity(info.size as usize);
                             std::io::Read::read_to_end(&mut f, &mut buf)?;
@@ -593,7 +601,11 @@ impl S3 for Objects {
         };
         let whole = content_range.is_none();
         let body = match content {
-            Content::Small(bytes) => StreamingBlob::from(s3s::Body::from(bytes)),
+            Content::Small(bytes) => {
+                let (a, b) = ((start as usize).min(bytes.len()), ((start + len) as usize).min(bytes.len()));
+                let part = bytes.slice(a..b);
+                StreamingBlob::from(s3s::Body::from(part))
+            }
             Content::File(file) => StreamingBlob::new(FileBody::open(file, start, len).await.map_err(body::io_error)?),
         };
         let a = &info.attrs;
@@ -901,10 +913,12 @@ impl S3 for Objects {
                 input.checksum_crc64nvme,
             ],
         };
-        let (written, kept) = self.receive(input.body, sent, max, req.trailing_headers).await?;
+        let (written, kept) = self.receive(input.body, sent, max, req.trailing_headers, false).await?;
         let etag_hex = hex::encode(written.md5);
-        let (id, n, size, staged, e) =
-            (input.upload_id, input.part_number as u32, written.size, written.staged, etag_hex.clone());
+        let body::Received::Staged(staged) = written.body else {
+            return Err(s3_error!(InternalError, "a part was not staged"));
+        };
+        let (id, n, size, e) = (input.upload_id, input.part_number as u32, written.size, etag_hex.clone());
         self.store.run(move |s| s.put_part(&id, n, staged, size, &e)).await.map_err(store_error)?;
         let c = |n: &str| kept.get(n).cloned();
         Ok(S3Response::new(UploadPartOutput {

@@ -2,9 +2,10 @@
 //! `<data-dir>/objects/`:
 //!
 //! ```text
-//! objects.db          buckets (with their owner and notification rules), objects, uploads,
-//!                     and the outbox of object events not yet handed to a function
-//! blobs/<xx>/<id>     object and part contents, named by a random id (never by the key)
+//! objects.db          buckets (with their owner and notification rules), objects (the bytes
+//!                     of those up to 64 KB inline), uploads, and the outbox of object events
+//!                     not yet handed to a function
+//! blobs/<xx>/<id>     larger objects' and parts' contents, named by a random id (never by the key)
 //! staging/<id>        uploads in progress
 //! ```
 //!
@@ -35,13 +36,16 @@ CREATE TABLE IF NOT EXISTS objects (
     bucket      TEXT NOT NULL REFERENCES buckets(name),
     -- the key's UTF-8 bytes: compared byte by byte, as S3 orders keys
     key         BLOB NOT NULL,
+    -- the file holding the bytes, or '' when they are in `data`
     blob        TEXT NOT NULL,
     size        INTEGER NOT NULL,
     etag        TEXT NOT NULL,
     modified_ms INTEGER NOT NULL,
     attrs       TEXT NOT NULL,
+    -- the bytes of a small object (at most INLINE_MAX), kept in the row
+    data        BLOB,
     PRIMARY KEY (bucket, key)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS uploads (
     id          TEXT PRIMARY KEY,
     bucket      TEXT NOT NULL REFERENCES buckets(name),
@@ -230,6 +234,10 @@ fn key_string(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// Objects up to this size keep their bytes in their row (no file to create, rename or
+/// unlink: small writes are bound by those, BENCHMARKS.md).
+pub const INLINE_MAX: u64 = 64 * 1024;
+
 /// The smallest part S3 accepts, except the last.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
@@ -250,6 +258,11 @@ impl ObjectStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        let has_data: bool =
+            conn.prepare("SELECT 1 FROM pragma_table_info('objects') WHERE name = 'data'")?.exists([])?;
+        if !has_data {
+            conn.execute_batch("ALTER TABLE objects ADD COLUMN data BLOB")?;
+        }
         let store = Self { root: root.to_path_buf(), conn: Arc::new(Mutex::new(conn)) };
         let removed = store.collect_garbage()?;
         if removed > 0 {
@@ -276,9 +289,10 @@ impl ObjectStore {
         self.root.join("blobs").join(&blob[..2]).join(blob)
     }
 
-    /// Where an object's bytes are (they stay readable while open, even once replaced).
-    pub fn object_path(&self, object: &ObjectInfo) -> PathBuf {
-        self.blob_path(&object.blob)
+    /// Where an object's bytes are (they stay readable while open, even once replaced);
+    /// `None` for a small object, whose bytes are in its row ([`ObjectStore::get`]).
+    pub fn object_path(&self, object: &ObjectInfo) -> Option<PathBuf> {
+        (!object.blob.is_empty()).then(|| self.blob_path(&object.blob))
     }
 
     pub fn part_path(&self, part: &PartInfo) -> PathBuf {
@@ -300,7 +314,9 @@ impl ObjectStore {
     }
 
     fn remove_blob(&self, blob: &str) {
-        let _ = std::fs::remove_file(self.blob_path(blob));
+        if !blob.is_empty() {
+            let _ = std::fs::remove_file(self.blob_path(blob));
+        }
     }
 
     /// Removes staged files and blobs nothing refers to (what a crash mid-write leaves).
@@ -429,6 +445,32 @@ impl ObjectStore {
         }
     }
 
+    /// An object and, when small, its bytes.
+    pub fn get(&self, bucket: &str, key: &str) -> Result<(ObjectInfo, Option<Vec<u8>>), ObjectError> {
+        let conn = self.conn();
+        let found = conn
+            .query_row(
+                "SELECT blob, size, etag, modified_ms, attrs, data FROM objects WHERE bucket = ?1 AND key = ?2",
+                params![bucket, key.as_bytes()],
+                |r| {
+                    let info = ObjectInfo {
+                        key: key.to_string(),
+                        blob: r.get(0)?,
+                        size: r.get::<_, i64>(1)? as u64,
+                        etag: r.get(2)?,
+                        modified_ms: r.get(3)?,
+                        attrs: parse_attrs(&r.get::<_, String>(4)?),
+                    };
+                    Ok((info, r.get::<_, Option<Vec<u8>>>(5)?))
+                },
+            )
+            .optional()?;
+        match found {
+            Some(o) => Ok(o),
+            None => Err(Self::missing(&conn, bucket)?),
+        }
+    }
+
     fn missing(conn: &Connection, bucket: &str) -> Result<ObjectError, rusqlite::Error> {
         let exists = conn.query_row("SELECT 1 FROM buckets WHERE name = ?1", [bucket], |_| Ok(())).optional()?;
         Ok(if exists.is_some() { ObjectError::NoSuchKey } else { ObjectError::NoSuchBucket })
@@ -449,11 +491,26 @@ impl ObjectStore {
         writer: &Writer,
     ) -> Result<(ObjectInfo, usize), ObjectError> {
         let blob = self.promote(&staged)?;
-        let result = self.record(bucket, key, &blob, size, etag, attrs, change, writer, None);
+        let result = self.record(bucket, key, &blob, None, size, etag, attrs, change, writer, None);
         if result.is_err() {
             self.remove_blob(&blob);
         }
         result
+    }
+
+    /// As [`ObjectStore::put`], for a small object whose bytes go in its row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_inline(
+        &self,
+        bucket: &str,
+        key: &str,
+        data: &[u8],
+        etag: &str,
+        attrs: &ObjectAttrs,
+        change: ObjectChange,
+        writer: &Writer,
+    ) -> Result<(ObjectInfo, usize), ObjectError> {
+        self.record(bucket, key, "", Some(data), data.len() as u64, etag, attrs, change, writer, None)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -462,6 +519,7 @@ impl ObjectStore {
         bucket: &str,
         key: &str,
         blob: &str,
+        data: Option<&[u8]>,
         size: u64,
         etag: &str,
         attrs: &ObjectAttrs,
@@ -484,8 +542,8 @@ impl ObjectStore {
         }
         let now = now_ms();
         tx.execute(
-            "INSERT OR REPLACE INTO objects (bucket, key, blob, size, etag, modified_ms, attrs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![bucket, key.as_bytes(), blob, size as i64, etag, now, json(attrs)],
+            "INSERT OR REPLACE INTO objects (bucket, key, blob, size, etag, modified_ms, attrs, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![bucket, key.as_bytes(), blob, size as i64, etag, now, json(attrs), data],
         )?;
         let mut dropped_parts = Vec::new();
         if let Some(upload) = finishing_upload {
@@ -604,12 +662,15 @@ impl ObjectStore {
         attrs: Option<&ObjectAttrs>,
         writer: &Writer,
     ) -> Result<(ObjectInfo, usize), ObjectError> {
-        let src = self.head(from.0, from.1)?;
+        let (src, data) = self.get(from.0, from.1)?;
+        let attrs = attrs.cloned().unwrap_or_else(|| src.attrs.clone());
+        if let Some(data) = data {
+            return self.put_inline(to.0, to.1, &data, &src.etag, &attrs, ObjectChange::Copy, writer);
+        }
         let (staged, mut file) = self.stage()?;
-        let mut input = std::fs::File::open(self.object_path(&src))?;
+        let mut input = std::fs::File::open(self.blob_path(&src.blob))?;
         std::io::copy(&mut input, &mut file)?;
         drop(file);
-        let attrs = attrs.cloned().unwrap_or_else(|| src.attrs.clone());
         self.put(to.0, to.1, staged, src.size, &src.etag, &attrs, ObjectChange::Copy, writer)
     }
 
@@ -828,6 +889,7 @@ impl ObjectStore {
             &upload.bucket,
             &upload.key,
             &blob,
+            None,
             size,
             &etag,
             &upload.attrs,
@@ -994,8 +1056,13 @@ mod tests {
         let first = s.head("b", "k").unwrap();
         let st = stage(&s, b"second");
         s.put("b", "k", st, 6, "e2", &ObjectAttrs::default(), ObjectChange::Put, &Writer::default()).unwrap();
-        assert!(!s.object_path(&first).exists(), "the replaced bytes are removed");
-        assert_eq!(std::fs::read(s.object_path(&s.head("b", "k").unwrap())).unwrap(), b"second");
+        assert!(!s.object_path(&first).unwrap().exists(), "the replaced bytes are removed");
+        assert_eq!(std::fs::read(s.object_path(&s.head("b", "k").unwrap()).unwrap()).unwrap(), b"second");
+        // A small object lives in its row, and replacing it with a file (or back) leaves
+        // nothing behind.
+        s.put_inline("b", "k", b"tiny", "e3", &ObjectAttrs::default(), ObjectChange::Put, &Writer::default()).unwrap();
+        let (info, data) = s.get("b", "k").unwrap();
+        assert_eq!((s.object_path(&info), data.as_deref()), (None, Some(&b"tiny"[..])));
         // An upload into a missing bucket leaves nothing.
         let st = stage(&s, b"x");
         assert!(matches!(
@@ -1007,7 +1074,7 @@ mod tests {
             .unwrap()
             .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
             .sum();
-        assert_eq!(blobs, 1);
+        assert_eq!(blobs, 0, "the inline object has no file, and the file it replaced is gone");
         assert!(matches!(s.delete_bucket("b"), Err(ObjectError::BucketNotEmpty)));
         assert!(s.delete("b", "k", &Writer::default()).unwrap());
         s.delete_bucket("b").unwrap();

@@ -71,6 +71,19 @@ fn parse(config: &str) -> Result<Schedule, StoreError> {
     serde_json::from_str(config).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The columns every schedule query selects, in this order.
+const COLUMNS: &str = "config, next_ms, last_fired_ms, version";
+
+/// Reads the rows of a query selecting [`COLUMNS`].
+fn collect(rows: rusqlite::Rows<'_>) -> Result<Vec<StoredSchedule>, StoreError> {
+    rows.mapped(|r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .map(|row| {
+            let (c, next_ms, last_fired_ms, version) = row?;
+            Ok(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms, version })
+        })
+        .collect()
+}
+
 impl Db {
     pub fn group_exists(&self, group: &str) -> Result<bool, StoreError> {
         if group == DEFAULT_GROUP {
@@ -133,18 +146,10 @@ impl Db {
     }
 
     pub fn get_schedule(&self, group: &str, name: &str) -> Result<Option<StoredSchedule>, StoreError> {
-        let row: Option<(String, Option<i64>, Option<i64>, i64)> = self
+        let mut stmt = self
             .conn
-            .query_row(
-                "SELECT config, next_ms, last_fired_ms, version FROM schedules WHERE group_name = ?1 AND name = ?2",
-                [group, name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        row.map(|(c, next_ms, last_fired_ms, version)| {
-            Ok(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms, version })
-        })
-        .transpose()
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM schedules WHERE group_name = ?1 AND name = ?2"))?;
+        Ok(collect(stmt.query([group, name])?)?.pop())
     }
 
     pub fn delete_schedule(&mut self, group: &str, name: &str) -> Result<bool, StoreError> {
@@ -159,21 +164,13 @@ impl Db {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredSchedule>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT config, next_ms, last_fired_ms, version FROM schedules
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM schedules
              WHERE (?1 IS NULL OR group_name = ?1) AND substr(name, 1, length(?2)) = ?2
                AND (?3 IS NULL OR group_name || '/' || name > ?3)
-             ORDER BY group_name || '/' || name LIMIT ?4",
-        )?;
-        let rows = stmt.query_map(params![group, prefix, after, limit as i64], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (c, next_ms, last_fired_ms, version) = row?;
-            out.push(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms, version });
-        }
-        Ok(out)
+             ORDER BY group_name || '/' || name LIMIT ?4"
+        ))?;
+        collect(stmt.query(params![group, prefix, after, limit as i64])?)
     }
 
     /// The earliest next tick of any schedule.
@@ -183,19 +180,10 @@ impl Db {
 
     /// Schedules whose next tick is at or before `now_ms`.
     pub fn due_schedules(&self, now_ms: i64, limit: usize) -> Result<Vec<StoredSchedule>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT config, next_ms, last_fired_ms, version FROM schedules
-             WHERE next_ms IS NOT NULL AND next_ms <= ?1 ORDER BY next_ms LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (c, next_ms, last_fired_ms, version) = row?;
-            out.push(StoredSchedule { schedule: parse(&c)?, next_ms, last_fired_ms, version });
-        }
-        Ok(out)
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM schedules WHERE next_ms IS NOT NULL AND next_ms <= ?1 ORDER BY next_ms LIMIT ?2"
+        ))?;
+        collect(stmt.query(params![now_ms, limit as i64])?)
     }
 
     /// Applies the moves of several schedules in one transaction: each moves from tick

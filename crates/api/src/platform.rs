@@ -117,6 +117,11 @@ impl Platform {
         Ok(Some(tenant))
     }
 
+    /// The authenticator every API shares (the object API checks its keys through it).
+    pub fn authenticator(&self) -> Arc<Authenticator> {
+        self.auth.clone()
+    }
+
     /// An account's invoker (starting the account if needed); `None` if there is no such
     /// account, `Err` if it could not be read or started (try again later).
     pub async fn invoker(&self, account: &str) -> Result<Option<::invoke::Invoker>, LambdaError> {

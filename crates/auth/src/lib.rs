@@ -304,8 +304,9 @@ impl Authenticator {
         Caller { account: self.default_account.clone(), access_key_id: None }
     }
 
-    /// The account and secret of an access key (cached for a second).
-    async fn key(&self, access_key_id: &str) -> Result<Option<KeyEntry>, LambdaError> {
+    /// The account and secret of an access key (cached for a second); `None` when unknown
+    /// or revoked. The object API checks its own signatures (`s3s`) with these.
+    pub async fn key(&self, access_key_id: &str) -> Result<Option<KeyEntry>, LambdaError> {
         if let Some((found, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(access_key_id)
             && at.elapsed() < KEY_CACHE_TTL
         {

@@ -118,10 +118,6 @@ impl Expression {
             }
         }
     }
-
-    pub fn is_one_time(&self) -> bool {
-        matches!(self, Self::At(_))
-    }
 }
 
 /// The instant of a wall-clock time (the earlier of two, none in a gap).
@@ -381,23 +377,6 @@ pub fn render_input(input: &str, schedule_arn: &str, tick_ms: i64, execution_id:
         .replace("<aws.scheduler.attempt-number>", &attempt.to_string())
 }
 
-/// An EventBridge scheduled event (§4.7) as an Input template, for functions written for
-/// EventBridge rules.
-pub fn scheduled_event_template(account: &str, region: &str) -> String {
-    serde_json::json!({
-        "version": "0",
-        "id": "<aws.scheduler.execution-id>",
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": account,
-        "time": "<aws.scheduler.scheduled-time>",
-        "region": region,
-        "resources": ["<aws.scheduler.schedule-arn>"],
-        "detail": {}
-    })
-    .to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,12 +483,12 @@ mod tests {
 
     #[test]
     fn inputs_get_context_attributes() {
-        let t = scheduled_event_template("123456789012", "us-east-1");
-        let out = render_input(&t, "arn:aws:scheduler:us-east-1:123456789012:schedule/default/s", 0, "e-1", 1);
+        let t = r#"{"time":"<aws.scheduler.scheduled-time>","id":"<aws.scheduler.execution-id>","arn":"<aws.scheduler.schedule-arn>","n":<aws.scheduler.attempt-number>}"#;
+        let out = render_input(t, "arn:aws:scheduler:us-east-1:123456789012:schedule/default/s", 0, "e-1", 1);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["detail-type"], "Scheduled Event");
         assert_eq!(v["time"], "1970-01-01T00:00:00Z");
         assert_eq!(v["id"], "e-1");
-        assert_eq!(v["resources"][0], "arn:aws:scheduler:us-east-1:123456789012:schedule/default/s");
+        assert_eq!(v["arn"], "arn:aws:scheduler:us-east-1:123456789012:schedule/default/s");
+        assert_eq!(v["n"], 1);
     }
 }

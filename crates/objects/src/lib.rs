@@ -10,16 +10,14 @@
 mod body;
 pub mod s3;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::{S3Result, s3_error};
-use store::accounts::Accounts;
 
 pub use s3::Objects;
 
@@ -37,46 +35,21 @@ pub struct ObjectsConfig {
     pub default_account: String,
 }
 
-/// How long a looked-up key is trusted before it is read again (revocations take this long).
-const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
-
-/// A key's account and secret (`None`: unknown or revoked), and when it was read.
-type CachedKey = (Option<(String, String)>, Instant);
-
-/// Access keys of `stratus accounts`, cached briefly.
+/// The access keys of `stratus accounts`, through the API's authenticator (and its
+/// one-second cache, so a revocation reaches both APIs at once).
 #[derive(Clone)]
 pub struct Keys {
-    accounts: Accounts,
-    cache: Arc<Mutex<HashMap<String, CachedKey>>>,
+    auth: Arc<auth::Authenticator>,
 }
 
 impl Keys {
-    pub fn new(accounts: Accounts) -> Self {
-        Self { accounts, cache: Arc::default() }
+    pub fn new(auth: Arc<auth::Authenticator>) -> Self {
+        Self { auth }
     }
 
     /// The account and secret of a key, `None` when unknown or revoked.
     pub async fn lookup(&self, access_key: &str) -> S3Result<Option<(String, String)>> {
-        if let Some((found, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(access_key)
-            && at.elapsed() < KEY_CACHE_TTL
-        {
-            return Ok(found.clone());
-        }
-        let accounts = self.accounts.clone();
-        let id = access_key.to_string();
-        let found = tokio::task::spawn_blocking(move || accounts.lookup(&id))
-            .await
-            .map_err(|_| s3_error!(InternalError, "the key lookup failed"))?
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot read access keys");
-                s3_error!(InternalError, "cannot read access keys")
-            })?;
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(access_key.to_string(), (found.clone(), Instant::now()));
-        Ok(found)
+        self.auth.key(access_key).await.map_err(|e| s3_error!(InternalError, "{}", e.message))
     }
 }
 

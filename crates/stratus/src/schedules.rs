@@ -167,7 +167,7 @@ pub async fn schedules(args: SchedulesArgs) -> anyhow::Result<()> {
                 // arn:aws:lambda:<region>:<account>:function:<name>
                 let parts: Vec<&str> = arn.split(':').collect();
                 let (region, account) = (parts.get(3).copied().unwrap_or(""), parts.get(4).copied().unwrap_or(""));
-                Some(model::schedule::scheduled_event_template(account, region))
+                Some(triggers::schedules::scheduled_event_template(account, region))
             } else {
                 input
             };

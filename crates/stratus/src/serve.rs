@@ -241,9 +241,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Box::pin(async move { p.invoker(&account).await })
         }),
     );
+    let keys = objects::Keys::new(platform.authenticator());
     let object_api = objects::Objects::new(
         objects_store,
-        objects::Keys::new(accounts.clone()),
+        keys.clone(),
         objects::ObjectsConfig {
             region: scope.region.clone(),
             max_object_size: args.max_object_size,
@@ -263,7 +264,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http_server = tokio::spawn(triggers::http::serve(http_listener, front, stopped()));
     let s3_server = tokio::spawn(objects::serve(
         s3_listener,
-        objects::service(object_api, objects::Keys::new(accounts.clone()), auth_mode == api::auth::AuthMode::Enforced),
+        objects::service(object_api, keys, auth_mode == api::auth::AuthMode::Enforced),
         stopped(),
     ));
     tracing::info!(data_dir = %data_dir.display(), "Stratus is ready");

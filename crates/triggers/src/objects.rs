@@ -44,8 +44,8 @@ pub fn start_relay(store: ObjectStore, region: String, lookup: InvokerLookup) ->
                 }
             };
             if pending.is_empty() {
-                // Woken by the next commit; the timeout covers a wake-up lost to a race.
-                let _ = tokio::time::timeout(Duration::from_secs(1), w.notified()).await;
+                // Woken by the next commit (a wake-up before this wait is kept as a permit).
+                w.notified().await;
                 continue;
             }
             let mut done = Vec::with_capacity(pending.len());

@@ -239,3 +239,20 @@ pub fn schedule_arn(scope: &model::Scope, group: &str, name: &str) -> String {
 pub fn group_arn(scope: &model::Scope, group: &str) -> String {
     format!("arn:aws:scheduler:{}:{}:schedule-group/{group}", scope.region, scope.account)
 }
+
+/// An EventBridge scheduled event (§4.7) as an Input template, for functions written for
+/// EventBridge rules.
+pub fn scheduled_event_template(account: &str, region: &str) -> String {
+    serde_json::json!({
+        "version": "0",
+        "id": "<aws.scheduler.execution-id>",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "time": "<aws.scheduler.scheduled-time>",
+        "region": region,
+        "resources": ["<aws.scheduler.schedule-arn>"],
+        "detail": {}
+    })
+    .to_string()
+}

@@ -15,6 +15,7 @@ mod functions;
 mod internal;
 mod invoke;
 mod layers;
+mod mappings;
 pub mod platform;
 mod policies;
 mod routes;
@@ -57,6 +58,8 @@ pub struct ApiState {
     pub accounts: Option<store::accounts::Accounts>,
     /// The account's scheduler (told when a schedule changes).
     pub scheduler: triggers::schedules::Scheduler,
+    /// The account's event source mapping pollers (told when a mapping changes).
+    pub pollers: triggers::esm::Pollers,
 }
 
 /// The request id of the current request (also the invocation's id for Invoke).
@@ -144,6 +147,12 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/2021-10-31/functions/{name}/urls", get(urls::list))
         .route("/_stratus/routes", get(routes::list).put(routes::put).delete(routes::delete))
+        .route("/2015-03-31/event-source-mappings", post(mappings::create).get(mappings::list))
+        .route("/2015-03-31/event-source-mappings/", post(mappings::create).get(mappings::list))
+        .route(
+            "/2015-03-31/event-source-mappings/{uuid}",
+            get(mappings::get).put(mappings::update).delete(mappings::delete),
+        )
         .route("/2018-10-31/layers", get(layers::list_or_find))
         .route("/2018-10-31/layers/{layer}/versions", post(layers::publish).get(layers::list_versions))
         .route("/2018-10-31/layers/{layer}/versions/{version}", get(layers::get_version).delete(layers::delete_version))

@@ -167,6 +167,7 @@ fn faas_trigger(t: Trigger) -> &'static str {
         Trigger::Http => "http",
         Trigger::S3 => "datasource",
         Trigger::Schedule => "timer",
+        Trigger::Esm => "pubsub",
         Trigger::Api | Trigger::Async => "other",
     }
 }

@@ -60,6 +60,8 @@ pub enum Trigger {
     S3,
     /// A schedule's tick.
     Schedule,
+    /// An event source mapping's batch.
+    Esm,
 }
 
 impl Trigger {
@@ -71,6 +73,7 @@ impl Trigger {
             Self::Http => "http",
             Self::S3 => "s3",
             Self::Schedule => "schedule",
+            Self::Esm => "esm",
         }
     }
 
@@ -82,6 +85,7 @@ impl Trigger {
             "http" => Self::Http,
             "s3" => Self::S3,
             "schedule" => Self::Schedule,
+            "esm" => Self::Esm,
             _ => return None,
         })
     }

@@ -8,6 +8,8 @@
 
 pub mod config;
 pub mod error;
+pub mod esm;
+pub mod filter;
 pub mod invoke;
 pub mod layers;
 pub mod ledger;

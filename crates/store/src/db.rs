@@ -141,6 +141,7 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::schedules::SCHEMA)?;
+        conn.execute_batch(crate::mappings::SCHEMA)?;
         // Data directories made before these columns existed.
         for (table, column, decl) in [
             ("functions", "last_version", "INTEGER NOT NULL DEFAULT 0"),

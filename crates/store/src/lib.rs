@@ -2,7 +2,8 @@
 //! content-addressed code packages, and function logs, all under one data directory:
 //!
 //! ```text
-//! <data-dir>/stratus.db        functions, versions, tags, the async event queue, schedules (WAL mode)
+//! <data-dir>/stratus.db        functions, versions, tags, the async event queue, schedules,
+//!                              event source mappings (WAL mode)
 //! <data-dir>/ledger.db         one append-only row per invocation attempt, every account's
 //! <data-dir>/accounts.db       accounts and their access keys (secrets sealed with secrets.key)
 //! <data-dir>/accounts/<id>/    every other account's own stores, laid out as here
@@ -23,6 +24,7 @@ pub mod db;
 pub mod layers;
 pub mod ledger;
 pub mod logs;
+pub mod mappings;
 pub mod objects;
 pub mod policies;
 pub mod queue;

@@ -360,8 +360,10 @@ impl Shared {
             },
         );
         let scheduler = triggers::schedules::Scheduler::start(invoker.clone(), store.clone(), self.schedule_seconds);
+        let pollers = triggers::esm::Pollers::start(invoker.clone(), store.clone());
         Ok(api::ApiState {
             scheduler,
+            pollers,
             store,
             invoker,
             scope,
@@ -403,7 +405,9 @@ fn install_metrics() -> anyhow::Result<Arc<dyn Fn() -> String + Send + Sync>> {
         .set_buckets_for_metric(Matcher::Suffix("_milliseconds".into()), invoke::meter::DURATION_BUCKETS)?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    for (name, help) in invoke::meter::DESCRIPTIONS.iter().chain(triggers::schedules::DESCRIPTIONS) {
+    for (name, help) in
+        invoke::meter::DESCRIPTIONS.iter().chain(triggers::schedules::DESCRIPTIONS).chain(triggers::esm::DESCRIPTIONS)
+    {
         if name.ends_with("_total") {
             metrics::describe_counter!(*name, *help);
         } else if name.ends_with("_milliseconds") {

@@ -6,6 +6,7 @@
 //! wire shapes.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod esm;
 pub mod http;
 pub mod objects;
 pub mod schedules;

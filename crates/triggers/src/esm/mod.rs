@@ -1,0 +1,340 @@
+//! Event source mappings: pollers that read the streams, queues, topics and tables of the
+//! brokers and databases users run, and invoke functions with batches of their records, as
+//! Lambda's event source mappings do for Kinesis, DynamoDB Streams, Amazon MQ and Kafka.
+//!
+//! One task per mapping ([`Pollers`]) connects to its source, fetches up to `BatchSize`
+//! records (waiting up to `MaximumBatchingWindowInSeconds` to fill a batch), drops the ones
+//! no filter matches, delivers the rest ([`deliver`]: synchronous invocations, retries,
+//! bisection, partial batch responses, the on-failure destination) and only then commits:
+//! a checkpoint, an acknowledgement or a replication slot's advance, so delivery is at least
+//! once. A lost connection is retried with backoff; the batch in hand is kept, so nothing is
+//! skipped.
+//!
+//! Each source's record shape is the closest AWS one (see the module of each source); the
+//! shapes are this crate's, never the control plane's.
+
+mod deliver;
+mod mqtt;
+mod nats;
+mod postgres;
+mod rabbitmq;
+mod redis;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use invoke::Invoker;
+use model::esm::{Mapping, SourceKind};
+use serde_json::Value;
+use store::Store;
+
+/// Batches delivered, by outcome.
+pub const BATCHES: &str = "esm_batches_total";
+/// Records delivered to functions.
+pub const RECORDS: &str = "esm_records_total";
+/// Records sent to an on-failure destination.
+pub const FAILED_RECORDS: &str = "esm_failed_records_total";
+pub const DESCRIPTIONS: &[(&str, &str)] = &[
+    (BATCHES, "Event source mappings: batches delivered, by outcome (ok, retried, failed)"),
+    (RECORDS, "Event source mappings: records delivered to functions"),
+    (FAILED_RECORDS, "Event source mappings: records sent to an on-failure destination (or dropped)"),
+];
+
+/// How long a fetch waits for a first record before looking again (and at its mapping).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// The longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One record read from a source.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    /// The subject, stream, table, queue or topic it came from (order is kept per partition).
+    pub partition: String,
+    /// Its position: the `itemIdentifier` of partial batch responses.
+    pub id: String,
+    /// When the broker received it (Unix ms).
+    pub arrival_ms: i64,
+    /// The record as the function sees it.
+    pub body: Value,
+    /// What the source needs to acknowledge or checkpoint it.
+    pub token: Token,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Token {
+    Seq(u64),
+    Tag(u64),
+    Mqtt(Arc<rumqttc::Publish>),
+    None,
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connected source.
+pub(crate) trait Source: Send {
+    /// Up to `max` records: waits up to [`IDLE_POLL`] for a first one (returning none), then up
+    /// to `window` for more.
+    fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>>;
+    /// `done` (a prefix of what was fetched, in order) is processed.
+    fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+/// What the API shows of a running mapping.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// `Creating` until the poller first reached its source, then `Enabled`.
+    pub state: &'static str,
+    pub last_result: String,
+}
+
+struct Running {
+    task: tokio::task::JoinHandle<()>,
+    status: Arc<Mutex<Status>>,
+}
+
+/// The pollers of one account.
+#[derive(Clone)]
+pub struct Pollers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    invoker: Invoker,
+    store: Store,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl Pollers {
+    /// Starts the pollers of every enabled mapping of the account.
+    pub fn start(invoker: Invoker, store: Store) -> Self {
+        let p = Self { inner: Arc::new(Inner { invoker, store, running: Mutex::new(HashMap::new()) }) };
+        let me = p.clone();
+        tokio::spawn(async move {
+            match me.inner.store.run(|db| db.list_mappings(None, None, usize::MAX >> 1)).await {
+                Ok(all) => {
+                    for m in all {
+                        me.changed(&m);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read the event source mappings; none is polled"),
+            }
+        });
+        p
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.inner.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A mapping was created or updated: (re)starts its poller, or stops it when disabled.
+    pub fn changed(&self, m: &Mapping) {
+        self.removed(&m.uuid);
+        if !m.enabled {
+            return;
+        }
+        let status = Arc::new(Mutex::new(Status { state: "Creating", last_result: "No records processed".into() }));
+        let poller = Poller {
+            invoker: self.inner.invoker.clone(),
+            store: self.inner.store.clone(),
+            mapping: Arc::new(m.clone()),
+            status: status.clone(),
+        };
+        let task = tokio::spawn(poller.run());
+        self.running().insert(m.uuid.clone(), Running { task, status });
+    }
+
+    /// A mapping was deleted or disabled: stops its poller.
+    pub fn removed(&self, uuid: &str) {
+        if let Some(r) = self.running().remove(uuid) {
+            r.task.abort();
+        }
+    }
+
+    /// A mapping was deleted: stops its poller and lets go of what it held on the source
+    /// (a PostgreSQL replication slot would keep WAL forever).
+    pub fn deleted(&self, m: &Mapping) {
+        self.removed(&m.uuid);
+        if m.source.kind == SourceKind::Postgres {
+            let m = m.clone();
+            tokio::spawn(async move {
+                match postgres::drop_slot(&m).await {
+                    Ok(()) => tracing::info!(mapping = %m.uuid, "replication slot dropped"),
+                    Err(e) => {
+                        tracing::warn!(mapping = %m.uuid, slot = %postgres::slot_name(&m.uuid), error = %e, "cannot drop the replication slot; drop it by hand")
+                    }
+                }
+            });
+        }
+    }
+
+    /// The running poller's status, if it runs.
+    pub fn status(&self, uuid: &str) -> Option<Status> {
+        self.running().get(uuid).map(|r| r.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Stops every poller (at shutdown).
+    pub fn shutdown(&self) {
+        for (_, r) in self.running().drain() {
+            r.task.abort();
+        }
+    }
+}
+
+/// One mapping's poller.
+pub(crate) struct Poller {
+    pub invoker: Invoker,
+    pub store: Store,
+    pub mapping: Arc<Mapping>,
+    pub status: Arc<Mutex<Status>>,
+}
+
+impl Poller {
+    pub(crate) fn set_result(&self, result: impl Into<String>) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.last_result = result.into();
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Source>, Error> {
+        let m = self.mapping.clone();
+        let scope = self.invoker.scope();
+        Ok(match m.source.kind {
+            SourceKind::Nats => Box::new(nats::Nats::connect(m, self.store.clone(), scope).await?),
+            SourceKind::Redis => Box::new(redis::Redis::connect(m, scope).await?),
+            SourceKind::Postgres => Box::new(postgres::Postgres::connect(m, scope).await?),
+            SourceKind::RabbitMq => Box::new(rabbitmq::RabbitMq::connect(m, scope).await?),
+            SourceKind::Mqtt => Box::new(mqtt::Mqtt::connect(m, scope).await?),
+        })
+    }
+
+    async fn run(self) {
+        let m = self.mapping.clone();
+        let filters: Vec<model::filter::Pattern> =
+            m.filters.iter().filter_map(|f| model::filter::Pattern::parse(f).ok()).collect();
+        let mut backoff = Duration::from_millis(250);
+        // Records fetched but not yet committed survive a reconnection: they are delivered
+        // (or committed) before anything else is read.
+        let mut held: Vec<Record> = Vec::new();
+        'connect: loop {
+            let mut source = match self.connect().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(mapping = %m.uuid, source = %m.source.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the event source");
+                    self.set_result(format!("PROBLEM: Connection error. {e}"));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            if held.is_empty() {
+                tracing::info!(mapping = %m.uuid, function = %m.function, source = %m.source.name, kind = ?m.source.kind, "event source mapping polling");
+            } else {
+                tracing::info!(mapping = %m.uuid, held = held.len(), "event source reconnected; delivering the records in hand first");
+            }
+            self.status.lock().unwrap_or_else(|p| p.into_inner()).state = "Enabled";
+            loop {
+                let batch = if held.is_empty() {
+                    match source.fetch(m.batch_size as usize, Duration::from_secs(m.batching_window_s.into())).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::warn!(mapping = %m.uuid, error = %e, "lost the event source; reconnecting");
+                            self.set_result(format!("PROBLEM: Connection error. {e}"));
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                            continue 'connect;
+                        }
+                    }
+                } else {
+                    std::mem::take(&mut held)
+                };
+                backoff = Duration::from_millis(250);
+                if batch.is_empty() {
+                    continue;
+                }
+                let wanted: Vec<Record> =
+                    batch.iter().filter(|r| model::filter::passes(&filters, &filter_view(&r.body))).cloned().collect();
+                if !wanted.is_empty() {
+                    deliver::deliver(&self, wanted).await;
+                }
+                if let Err(e) = source.commit(&batch).await {
+                    // Delivered but not committed: they will come again (at least once).
+                    tracing::warn!(mapping = %m.uuid, error = %e, "cannot commit the batch's progress; reconnecting (its records may be delivered again)");
+                    self.set_result(format!("PROBLEM: Connection error. {e}"));
+                    if m.source.kind == SourceKind::Nats {
+                        // Stratus keeps NATS's checkpoint: a failed write is the store's, not the broker's.
+                        held = batch;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    continue 'connect;
+                }
+            }
+        }
+    }
+}
+
+/// What filters see of a record: `data` payloads that are JSON are decoded (wherever the
+/// record keeps them, and also as a top-level `data`), as Lambda does for Kinesis and MQ.
+pub(crate) fn filter_view(body: &Value) -> Value {
+    let mut view = body.clone();
+    let decode = |v: &Value| -> Option<Value> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(v.as_str()?).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let mut lifted = None;
+    if let Some(obj) = view.as_object_mut() {
+        if let Some(d) = obj.get("data").and_then(decode) {
+            obj.insert("data".into(), d);
+        }
+        for (_, inner) in obj.iter_mut() {
+            if let Some(io) = inner.as_object_mut()
+                && let Some(d) = io.get("data").and_then(decode)
+            {
+                io.insert("data".into(), d.clone());
+                lifted = Some(d);
+            }
+        }
+        if let Some(d) = lifted
+            && !obj.contains_key("data")
+        {
+            obj.insert("data".into(), d);
+        }
+    }
+    view
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    model::logfmt::now_ms()
+}
+
+/// RFC 3339 with milliseconds, as AWS's records write times.
+pub(crate) fn iso(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn filters_see_decoded_data() {
+        let data = b64(br#"{"kind":"order"}"#);
+        let view = filter_view(&json!({"nats": {"data": data, "subject": "s"}}));
+        assert_eq!(view["nats"]["data"]["kind"], "order");
+        assert_eq!(view["data"]["kind"], "order");
+        let raw = b64(b"not json");
+        let view = filter_view(&json!({"data": raw}));
+        assert_eq!(view["data"], raw);
+    }
+}

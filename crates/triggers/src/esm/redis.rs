@@ -1,0 +1,160 @@
+//! Redis Streams, read through a consumer group (`XREADGROUP`) and acknowledged (`XACK`)
+//! after success. The group keeps the checkpoint: entries delivered but not acknowledged (a
+//! crash mid-batch) are read again first, from the group's pending list, so nothing is lost
+//! and order holds. The group is `SelfManagedKafkaEventSourceConfig.ConsumerGroupId`, or
+//! `stratus-<mapping UUID>`; `StartingPosition` decides where a new group starts.
+//!
+//! The record (Kinesis-like, under `redis`):
+//!
+//! ```json
+//! {"eventSource": "stratus:redis", "eventVersion": "1.0", "eventID": "orders:1700000000000-0",
+//!  "eventName": "stratus:redis:record", "awsRegion": "us-east-1",
+//!  "eventSourceARN": "arn:stratus:redis:us-east-1:000000000000:orders",
+//!  "redis": {"stream": "orders", "sequenceNumber": "1700000000000-0",
+//!            "fields": {"k": "v"}, "approximateArrivalTimestamp": 1700000000.0}}
+//! ```
+//! Field values are strings (binary values are base64 under `binaryFields`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use model::esm::{Mapping, StartingPosition};
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use serde_json::{Map, Value, json};
+
+use super::{Error, IDLE_POLL, Record, Source, Token, b64};
+
+pub(crate) struct Redis {
+    conn: MultiplexedConnection,
+    key: String,
+    group: String,
+    consumer: String,
+    /// Whether the pending list (read again after a restart) is drained.
+    pending_done: bool,
+    arn: String,
+    region: String,
+}
+
+impl Redis {
+    pub(crate) async fn connect(mapping: Arc<Mapping>, scope: &model::Scope) -> Result<Self, Error> {
+        let url = &mapping.source.endpoints[0];
+        let client = redis::Client::open(url.as_str())?;
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(IDLE_POLL + Duration::from_secs(10)));
+        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+        let key = mapping.source.name.clone();
+        let group = mapping.consumer_group.clone().unwrap_or_else(|| format!("stratus-{}", mapping.uuid));
+        let start = match mapping.starting_position {
+            Some(StartingPosition::Latest) => "$".to_string(),
+            Some(StartingPosition::AtTimestamp) => {
+                format!("{}-0", (mapping.starting_timestamp.unwrap_or(0.0) * 1000.0) as u64)
+            }
+            _ => "0".to_string(),
+        };
+        let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&key, &group, &start).await;
+        if let Err(e) = created
+            && e.code() != Some("BUSYGROUP")
+        {
+            return Err(e.into());
+        }
+        Ok(Self {
+            conn,
+            key,
+            group,
+            consumer: "stratus".into(),
+            pending_done: false,
+            arn: mapping.source.arn(scope),
+            region: scope.region.clone(),
+        })
+    }
+
+    async fn read(&mut self, count: usize, block: Option<Duration>) -> Result<Vec<Record>, Error> {
+        let id = if self.pending_done { ">" } else { "0" };
+        let mut opts = StreamReadOptions::default().group(&self.group, &self.consumer).count(count);
+        if let Some(b) = block.filter(|_| self.pending_done) {
+            opts = opts.block(b.as_millis().max(1) as usize);
+        }
+        let reply: Option<StreamReadReply> = self.conn.xread_options(&[&self.key], &[id], &opts).await?;
+        let entries: Vec<redis::streams::StreamId> =
+            reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids).collect();
+        if !self.pending_done && entries.is_empty() {
+            self.pending_done = true;
+        }
+        Ok(entries.into_iter().map(|e| self.record(e)).collect())
+    }
+
+    fn record(&self, e: redis::streams::StreamId) -> Record {
+        let ms: i64 = e.id.split('-').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        let mut fields = Map::new();
+        let mut binary = Map::new();
+        for (k, v) in e.map {
+            if let redis::Value::BulkString(bytes) = v {
+                match String::from_utf8(bytes) {
+                    Ok(s) => fields.insert(k, Value::String(s)),
+                    Err(b) => binary.insert(k, Value::String(b64(b.as_bytes()))),
+                };
+            }
+        }
+        let mut inner = json!({
+            "stream": self.key,
+            "sequenceNumber": e.id,
+            "fields": fields,
+            "approximateArrivalTimestamp": ms as f64 / 1000.0,
+        });
+        if !binary.is_empty() {
+            inner["binaryFields"] = Value::Object(binary);
+        }
+        Record {
+            partition: self.key.clone(),
+            id: e.id.clone(),
+            arrival_ms: ms,
+            body: json!({
+                "eventSource": "stratus:redis",
+                "eventVersion": "1.0",
+                "eventID": format!("{}:{}", self.key, e.id),
+                "eventName": "stratus:redis:record",
+                "awsRegion": self.region,
+                "eventSourceARN": self.arn,
+                "redis": inner,
+            }),
+            token: Token::None,
+        }
+    }
+}
+
+impl Source for Redis {
+    fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
+        Box::pin(async move {
+            // Entries pending since before a restart come first, as one batch.
+            let pending = !self.pending_done;
+            let mut out = self.read(max, Some(IDLE_POLL)).await?;
+            if out.is_empty() || window.is_zero() || pending {
+                return Ok(out);
+            }
+            let deadline = tokio::time::Instant::now() + window;
+            while out.len() < max {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                out.extend(self.read(max - out.len(), Some(left)).await?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            if done.is_empty() {
+                return Ok(());
+            }
+            let ids: Vec<&str> = done.iter().map(|r| r.id.as_str()).collect();
+            let _: i64 = self.conn.xack(&self.key, &self.group, &ids).await?;
+            Ok(())
+        })
+    }
+}

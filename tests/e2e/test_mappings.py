@@ -313,3 +313,165 @@ def test_source_end_to_end(kind, fresh_server, fresh_broker, recorder, tmp_path)
     got = lam.get_event_source_mapping(UUID=uuid)
     assert got["State"] == "Enabled" and got["LastProcessingResult"] == "OK", got
     lam.delete_event_source_mapping(UUID=uuid)
+
+
+def err(e):
+    return e.value.response["Error"]["Code"], e.value.response["Error"]["Message"]
+
+
+def test_mapping_api(server, lam, recorder, tmp_path):
+    """The API's shapes and errors, with boto3 and the AWS CLI (no broker: the poller reports
+    that it cannot connect)."""
+    fn, fn_arn = function(lam, recorder)
+    dest, dest_arn = function(lam, recorder, DESTINATION)
+    unreachable = "nats://127.0.0.1:1"
+    m = lam.create_event_source_mapping(
+        FunctionName=fn, SelfManagedEventSource={"Endpoints": {"NATS_SERVERS": [unreachable]}},
+        Topics=["ORDERS"], StartingPosition="LATEST", BatchSize=50, MaximumBatchingWindowInSeconds=2,
+        ParallelizationFactor=3, MaximumRetryAttempts=4, MaximumRecordAgeInSeconds=3600,
+        BisectBatchOnFunctionError=True, FunctionResponseTypes=["ReportBatchItemFailures"],
+        DestinationConfig={"OnFailure": {"Destination": dest_arn}},
+        FilterCriteria={"Filters": [{"Pattern": json.dumps({"data": {"kind": ["order"]}})}]},
+    )
+    uuid = m["UUID"]
+    assert m["State"] == "Creating" and m["StateTransitionReason"] == "User action"
+    assert m["FunctionArn"] == fn_arn and m["BatchSize"] == 50 and m["ParallelizationFactor"] == 3
+    assert m["SelfManagedEventSource"] == {"Endpoints": {"NATS_SERVERS": [unreachable]}}
+    assert m["Topics"] == ["ORDERS"] and m["StartingPosition"] == "LATEST"
+    assert m["MaximumRetryAttempts"] == 4 and m["MaximumRecordAgeInSeconds"] == 3600
+    assert m["BisectBatchOnFunctionError"] is True and m["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert m["DestinationConfig"] == {"OnFailure": {"Destination": dest_arn}}
+    assert json.loads(m["FilterCriteria"]["Filters"][0]["Pattern"]) == {"data": {"kind": ["order"]}}
+    assert m["EventSourceMappingArn"].endswith(f":event-source-mapping:{uuid}")
+    # The poller says why it cannot read.
+    got = wait_for(lambda: (g := lam.get_event_source_mapping(UUID=uuid))["LastProcessingResult"].startswith("PROBLEM") and g, 30)
+    assert got and "Connection error" in got["LastProcessingResult"], got
+
+    # Update: settings change, the source does not; disabling stops the poller.
+    up = lam.update_event_source_mapping(UUID=uuid, BatchSize=10, Enabled=False, FunctionResponseTypes=[])
+    assert up["State"] == "Disabling" and up["BatchSize"] == 10 and up["FunctionResponseTypes"] == []
+    assert lam.get_event_source_mapping(UUID=uuid)["State"] == "Disabled"
+    assert lam.update_event_source_mapping(UUID=uuid, Enabled=True)["State"] == "Updating"
+
+    # List: by function, paginated.
+    other = lam.create_event_source_mapping(
+        FunctionName=fn, SelfManagedEventSource={"Endpoints": {"REDIS_SERVERS": ["redis://127.0.0.1:1"]}},
+        Topics=["k"], StartingPosition="TRIM_HORIZON")["UUID"]
+    listed = lam.list_event_source_mappings(FunctionName=fn)["EventSourceMappings"]
+    assert [x["UUID"] for x in listed] == [uuid, other]
+    pages = list(lam.get_paginator("list_event_source_mappings").paginate(FunctionName=fn_arn, PaginationConfig={"PageSize": 1}))
+    assert [x["UUID"] for p in pages for x in p["EventSourceMappings"]] == [uuid, other] and len(pages) >= 2
+    assert lam.list_event_source_mappings(FunctionName=dest)["EventSourceMappings"] == []
+
+    # The AWS CLI.
+    out = server.aws("lambda", "create-event-source-mapping", "--function-name", fn,
+                     "--self-managed-event-source", '{"Endpoints": {"MQTT_BROKERS": ["mqtt://127.0.0.1:1"]}}',
+                     "--topics", "sensors/#", "--batch-size", "5")
+    cli = json.loads(out.stdout)
+    assert cli["Topics"] == ["sensors/#"] and cli["BatchSize"] == 5 and "StartingPosition" not in cli
+    assert json.loads(server.aws("lambda", "get-event-source-mapping", "--uuid", cli["UUID"]).stdout)["UUID"] == cli["UUID"]
+    server.aws("lambda", "delete-event-source-mapping", "--uuid", cli["UUID"])
+
+    # Errors, in Lambda's shape.
+    raw = server.client(validate=False)
+    base = {"FunctionName": fn, "SelfManagedEventSource": {"Endpoints": {"NATS_SERVERS": [unreachable]}},
+            "Topics": ["S"], "StartingPosition": "TRIM_HORIZON"}
+    for change, code, words in [
+        ({"BatchSize": 0}, "InvalidParameterValueException", "BatchSize"),
+        ({"BatchSize": 10001}, "InvalidParameterValueException", "BatchSize"),
+        ({"MaximumBatchingWindowInSeconds": 301}, "InvalidParameterValueException", "MaximumBatchingWindowInSeconds"),
+        ({"ParallelizationFactor": 11}, "InvalidParameterValueException", "ParallelizationFactor"),
+        ({"MaximumRetryAttempts": -2}, "InvalidParameterValueException", "MaximumRetryAttempts"),
+        ({"MaximumRecordAgeInSeconds": 30}, "InvalidParameterValueException", "MaximumRecordAgeInSeconds"),
+        ({"StartingPosition": "SOMETIME"}, "InvalidParameterValueException", "starting position"),
+        ({"StartingPosition": None}, "InvalidParameterValueException", "StartingPosition is required"),
+        ({"FunctionResponseTypes": ["Everything"]}, "InvalidParameterValueException", "FunctionResponseTypes"),
+        ({"FilterCriteria": {"Filters": [{"Pattern": "{not json"}]}}, "InvalidParameterValueException", "filter pattern"),
+        ({"DestinationConfig": {"OnFailure": {"Destination": "arn:aws:sqs:us-east-1:000000000000:dlq"}}}, "InvalidParameterValueException", "function"),
+        ({"DestinationConfig": {"OnFailure": {"Destination": fn_arn}}}, "InvalidParameterValueException", "own function"),
+        ({"SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["k:9092"]}}}, "InvalidParameterValueException", "Kafka"),
+        ({"SelfManagedEventSource": {"Endpoints": {"SMTP": ["x"]}}}, "InvalidParameterValueException", "Unknown endpoint type"),
+        ({"SelfManagedEventSource": None, "EventSourceArn": "arn:aws:kinesis:us-east-1:000000000000:stream/s"}, "InvalidParameterValueException", "self-managed"),
+        ({"Topics": ["a", "b"]}, "InvalidParameterValueException", "exactly one"),
+        ({"FunctionName": "nope"}, "ResourceNotFoundException", "Function not found"),
+    ]:
+        params = {k: v for k, v in {**base, **change}.items() if v is not None}
+        with pytest.raises(ClientError) as e:
+            raw.create_event_source_mapping(**params)
+        c, msg = err(e)
+        assert c == code and words in msg, (change, c, msg)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] in (400, 404)
+    with pytest.raises(ClientError) as e:
+        lam.get_event_source_mapping(UUID="00000000-0000-0000-0000-000000000000")
+    assert err(e)[0] == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        raw.update_event_source_mapping(UUID=uuid, BatchSize=0)
+    assert err(e)[0] == "InvalidParameterValueException"
+
+    # Delete answers with the mapping, Deleting; then it is gone.
+    assert lam.delete_event_source_mapping(UUID=uuid)["State"] == "Deleting"
+    lam.delete_event_source_mapping(UUID=other)
+    with pytest.raises(ClientError) as e:
+        lam.delete_event_source_mapping(UUID=uuid)
+    assert err(e)[0] == "ResourceNotFoundException"
+    assert lam.list_event_source_mappings(FunctionName=fn)["EventSourceMappings"] == []
+
+
+def test_filters_partial_batches_and_iterator_age(fresh_server, nats_server, redis_server, recorder):
+    """FilterCriteria drop what matches no filter (decoded JSON `data`); ReportBatchItemFailures
+    retries from the lowest reported record; IteratorAge is reported."""
+    server = fresh_server()
+    lam = server.client()
+
+    # Filters (NATS: the record's data is JSON).
+    src = Nats(nats_server)
+    fn, _ = function(lam, recorder)
+    m = lam.create_event_source_mapping(
+        FunctionName=fn, BatchSize=100, MaximumBatchingWindowInSeconds=1, **src.mapping(),
+        FilterCriteria={"Filters": [
+            {"Pattern": json.dumps({"data": {"kind": ["order"], "total": [{"numeric": [">", 10]}]}})},
+            {"Pattern": json.dumps({"nats": {"subject": [{"suffix": ".b"}]}, "data": {"kind": ["refund"]}})},
+        ]},
+    )
+    wait_enabled(lam, m["UUID"])
+    values = [json.dumps({"kind": k, "total": t, "n": i}) for i, (k, t) in enumerate(
+        [("order", 50), ("order", 5), ("refund", 1), ("refund", 2), ("other", 99), ("order", 11)])]
+    src.produce(values)  # alternating subjects .a/.b
+    # Kept: 0 (order 50), 3 (refund on .b), 5 (order 11); dropped: 1 (total 5), 2 (refund on .a), 4.
+    assert wait_for(lambda: len(values_seen(recorder)) >= 3, 30)
+    time.sleep(1.5)
+    assert sorted(json.loads(v)["n"] for v in values_seen(recorder)) == [0, 3, 5]
+    lam.delete_event_source_mapping(UUID=m["UUID"])
+
+    # Partial batch responses (Redis): the function reports the poison record; the records
+    # before it are done, the rest is retried, and the poison one ends at the destination.
+    rec2 = Recorder()
+    try:
+        src = Redis(redis_server)
+        fn, _ = function(lam, rec2, REPORT="1")
+        dest, dest_arn = function(lam, rec2, DESTINATION)
+        src.produce([f"r{i}" for i in range(6)])
+        src.produce(["r6-poison"] + [f"r{i}" for i in range(7, 10)])
+        m = lam.create_event_source_mapping(
+            FunctionName=fn, BatchSize=10, MaximumBatchingWindowInSeconds=1, **src.mapping(),
+            FunctionResponseTypes=["ReportBatchItemFailures"], MaximumRetryAttempts=1,
+            DestinationConfig={"OnFailure": {"Destination": dest_arn}},
+        )
+        dests = wait_for(lambda: [r["destination"] for r in rec2.snapshot() if "destination" in r], 60)
+        assert len(dests) == 1, dests
+        calls = [[v for _, v in r["records"]] for r in rec2.snapshot() if "records" in r]
+        # One batch of ten; then twice from the poison record on (the retry, then after the
+        # retry limit the records past it alone).
+        assert calls[0] == [f"r{i}" for i in range(6)] + ["r6-poison", "r7", "r8", "r9"], calls
+        assert calls[1] == ["r6-poison", "r7", "r8", "r9"], calls
+        info = dests[0]["RedisStreamBatchInfo"]
+        assert info["batchSize"] == 4 and dests[0]["requestContext"]["approximateInvokeCount"] == 2
+        lam.delete_event_source_mapping(UUID=m["UUID"])
+    finally:
+        rec2.close()
+
+    # IteratorAge and the record counters are on /metrics.
+    with urllib.request.urlopen(server.endpoint + "/metrics", timeout=30) as r:
+        text = r.read().decode()
+    assert f'lambda_iterator_age_milliseconds_count{{account="000000000000",function="{fn}"}}' in text, text[-2000:]
+    assert "esm_records_total" in text

@@ -1,8 +1,9 @@
-//! Triggers: what turns an outside event into an invocation. Today the HTTP front (function
-//! URLs and HTTP routes), object notifications and schedules; broker pollers come next.
+//! Triggers: what turns an outside event into an invocation: the HTTP front (function URLs
+//! and HTTP routes), object notifications, schedules, and event source mappings (pollers of
+//! NATS, Redis, PostgreSQL, RabbitMQ and MQTT).
 //!
 //! Every trigger invokes through `invoke::Invoker`, like the API; this crate knows the event
-//! shapes AWS sends functions (API Gateway payloads, S3 records), never the control plane's
+//! shapes AWS sends functions (API Gateway payloads, S3 records, batches of stream and queue records), never the control plane's
 //! wire shapes.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

@@ -9,12 +9,12 @@
 //! table has `REPLICA IDENTITY FULL`, else its key:
 //!
 //! ```json
-//! {"eventID": "00000000000023456789", "eventName": "MODIFY", "eventVersion": "1.1",
+//! {"eventID": "00000000000023456789000042", "eventName": "MODIFY", "eventVersion": "1.1",
 //!  "eventSource": "stratus:postgres", "awsRegion": "us-east-1",
 //!  "eventSourceARN": "arn:stratus:postgres:us-east-1:000000000000:public.orders",
 //!  "dynamodb": {"ApproximateCreationDateTime": 1700000000, "Keys": {"id": {"N": "1"}},
 //!               "NewImage": {"id": {"N": "1"}, "note": {"S": "b"}}, "OldImage": {"id": {"N": "1"}, "note": {"S": "a"}},
-//!               "SequenceNumber": "00000000000023456789", "SizeBytes": 52, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+//!               "SequenceNumber": "00000000000023456789000042", "SizeBytes": 52, "StreamViewType": "NEW_AND_OLD_IMAGES"},
 //!  "table": "public.orders"}
 //! ```
 

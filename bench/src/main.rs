@@ -12,11 +12,16 @@
 //!   same disk directly, and upload-to-invocation latency against an async Invoke.
 //! - `schedules`: 10,000 schedules due at the same top of a minute against one: idle CPU and
 //!   the lateness of the firings.
+//! - `mappings`: records per second through event source mappings (NATS JetStream, Redis
+//!   Streams, RabbitMQ, MQTT, PostgreSQL) into a no-op function, against a plain client of the
+//!   same broker consuming as many records in batches of the same size with the same
+//!   acknowledgement or checkpoint per batch. It needs brokers: `bench/brokers.py` starts them.
 //!
 //! Run `cargo build --release --workspace && target/release/stratus-bench all` (see README.md).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod mappings;
 mod metering;
 mod objects;
 mod schedules;
@@ -119,6 +124,29 @@ enum Cmd {
         /// Seconds of idle CPU measured on each side.
         #[arg(long, default_value_t = 20)]
         idle_secs: u64,
+    },
+    /// Event source mappings: records/s through a no-op function with BatchSize 100, per
+    /// source, against a plain client of the same broker. Sources without a URL are skipped;
+    /// `bench/brokers.py` starts private brokers and passes their URLs in the environment.
+    Mappings {
+        #[arg(long, env = "STRATUS_BENCH_NATS")]
+        nats: Option<String>,
+        #[arg(long, env = "STRATUS_BENCH_REDIS")]
+        redis: Option<String>,
+        /// A superuser URL (the bench creates databases, tables and replication slots); the
+        /// server needs wal_level=logical and wal2json.
+        #[arg(long, env = "STRATUS_BENCH_POSTGRES")]
+        postgres: Option<String>,
+        #[arg(long, env = "STRATUS_BENCH_RABBITMQ")]
+        rabbitmq: Option<String>,
+        #[arg(long, env = "STRATUS_BENCH_MQTT")]
+        mqtt: Option<String>,
+        /// Records per side and source (rounded up to a whole number of batches).
+        #[arg(long, default_value_t = 20_000)]
+        records: usize,
+        /// Records per side for PostgreSQL.
+        #[arg(long, default_value_t = 5_000)]
+        pg_records: usize,
     },
     /// The floor: a plain hyper server echoing JSON (used by `warm`).
     Floor,
@@ -947,6 +975,10 @@ fn main() -> anyhow::Result<()> {
             }
             Cmd::Objects { seconds, events } => objects::objects(&cli.bin_dir, seconds, events).await,
             Cmd::Schedules { count, idle_secs } => schedules::schedules(&cli.bin_dir, count, idle_secs).await,
+            Cmd::Mappings { nats, redis, postgres, rabbitmq, mqtt, records, pg_records } => {
+                let brokers = mappings::Brokers { nats, redis, postgres, rabbitmq, mqtt };
+                mappings::mappings(&cli.bin_dir, &brokers, records, pg_records).await
+            }
             Cmd::All => {
                 warm(&cli.bin_dir, 3000, 10).await?;
                 cold(&cli.bin_dir, 15).await?;
@@ -955,7 +987,21 @@ fn main() -> anyhow::Result<()> {
                 http(&cli.bin_dir, 3000, 10).await?;
                 metering::metering(&cli.bin_dir, 3000, 5, 3).await?;
                 objects::objects(&cli.bin_dir, 5, 200).await?;
-                schedules::schedules(&cli.bin_dir, 10_000, 20).await
+                schedules::schedules(&cli.bin_dir, 10_000, 20).await?;
+                let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                let brokers = mappings::Brokers {
+                    nats: var("STRATUS_BENCH_NATS"),
+                    redis: var("STRATUS_BENCH_REDIS"),
+                    postgres: var("STRATUS_BENCH_POSTGRES"),
+                    rabbitmq: var("STRATUS_BENCH_RABBITMQ"),
+                    mqtt: var("STRATUS_BENCH_MQTT"),
+                };
+                if brokers.any() {
+                    mappings::mappings(&cli.bin_dir, &brokers, 20_000, 5_000).await
+                } else {
+                    println!("mappings: skipped (no broker URLs in the environment; see bench/README.md)");
+                    Ok(())
+                }
             }
         }
     })

@@ -773,9 +773,57 @@ def pg_execute(url, sql, params=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# Kafka (tansu, a Kafka-compatible broker from crates.io: Debian has no Kafka)
+
+
+def _tansu():
+    return which("tansu") or next(
+        (p for p in [os.path.expanduser("~/.cargo/bin/tansu")] if os.access(p, os.X_OK)), None)
+
+
+class KafkaBroker(Broker):
+    """tansu, Kafka's protocol with consumer groups; `.ci/run` installs it with cargo."""
+
+    kind = "kafka"
+    binary = "tansu"
+    package = "cargo install tansu --features dynostore"
+
+    @classmethod
+    def missing(cls):
+        if _tansu():
+            return None
+        return "tansu (a Kafka-compatible broker) not installed; .ci/run installs it with cargo install"
+
+    def __init__(self, root=None):
+        super().__init__(root)
+        self.url = f"127.0.0.1:{self.port}"
+        self.storage = self.dir / "storage"
+
+    def command(self):
+        self.storage.mkdir(exist_ok=True)
+        listener = f"tcp://127.0.0.1:{self.port}"
+        return [_tansu(), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+                "--storage-engine", f"memory://tansu/"]
+
+    def ready(self):
+        from confluent_kafka.admin import AdminClient
+
+        md = AdminClient({"bootstrap.servers": self.url}).list_topics(timeout=2)
+        return md is not None
+
+
+def kafka_create_topic(url, topic, partitions=2):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    futures = AdminClient({"bootstrap.servers": url}).create_topics([NewTopic(topic, num_partitions=partitions)])
+    for f in futures.values():
+        f.result(timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------
 # Fixtures
 
-BROKERS = {cls.kind: cls for cls in (NatsServer, MqttBroker, RedisServer, RabbitMQ, Postgres)}
+BROKERS = {cls.kind: cls for cls in (NatsServer, MqttBroker, RedisServer, RabbitMQ, Postgres, KafkaBroker)}
 
 
 def require(cls):

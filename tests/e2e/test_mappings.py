@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from brokers import (  # noqa: F401  (fixtures)
-    fresh_broker, mqtt_broker, nats_add_stream, nats_server, pg_execute, postgres, rabbitmq,
+    fresh_broker, kafka_create_topic, mqtt_broker, nats_add_stream, nats_server, pg_execute, postgres, rabbitmq,
     redis_client, redis_server,
 )
 from conftest import create, unique, zip_files
@@ -30,6 +30,8 @@ def d(s):
     return base64.b64decode(s).decode()
 
 def records(e):
+    if e.get("eventSource") == "SelfManagedKafka":
+        return [(p, d(r["value"])) for p, rs in e["records"].items() for r in rs]
     if "rmqMessagesByQueue" in e:
         return [(q, d(m["data"])) for q, ms in e["rmqMessagesByQueue"].items() for m in ms]
     out = []
@@ -209,7 +211,30 @@ class Mqtt:
         c.loop_stop()
 
 
-SOURCES = {"nats": Nats, "redis": Redis, "postgres": Pg, "rabbitmq": Rabbit, "mqtt": Mqtt}
+class Kafka:
+    kind = "kafka"
+
+    def __init__(self, broker):
+        self.broker, self.id = broker, unique("topic")
+        kafka_create_topic(broker.url, self.id, partitions=2)
+
+    def mapping(self):
+        return {"SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": [self.broker.url]}},
+                "Topics": [self.id], "StartingPosition": "TRIM_HORIZON"}
+
+    def partitions(self):
+        return [f"{self.id}-0", f"{self.id}-1"]
+
+    def produce(self, values):
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": self.broker.url, "enable.idempotence": False})
+        for i, v in enumerate(values):
+            p.produce(self.id, v.encode(), partition=i % 2)
+        assert p.flush(30) == 0
+
+
+SOURCES = {"nats": Nats, "redis": Redis, "postgres": Pg, "rabbitmq": Rabbit, "mqtt": Mqtt, "kafka": Kafka}
 
 
 def delivered(recorder):
@@ -277,7 +302,7 @@ def test_source_end_to_end(kind, fresh_server, fresh_broker, recorder, tmp_path)
     # Bisection left the poison record alone.
     assert info["batchSize"] == 1 and info["startSequenceNumber"] == info["endSequenceNumber"], d
     assert d["requestContext"]["approximateInvokeCount"] == 2
-    if src.kind in ("nats", "redis", "postgres"):
+    if src.kind in ("nats", "redis", "postgres", "kafka"):
         assert "payload" not in info  # a stream keeps its records: the record names them only
     else:
         # A queue's records are gone from the broker once acknowledged: the record carries them.
@@ -285,7 +310,11 @@ def test_source_end_to_end(kind, fresh_server, fresh_broker, recorder, tmp_path)
 
     # The event's shape.
     event = next(r["event"] for r in recorder.snapshot() if "event" in r)
-    if src.kind == "rabbitmq":
+    if src.kind == "kafka":
+        assert event["eventSource"] == "SelfManagedKafka" and event["bootstrapServers"] == broker.url
+        rec = next(iter(event["records"].values()))[0]
+        assert rec["topic"] == src.id and rec["timestampType"] == "CREATE_TIME" and isinstance(rec["offset"], int)
+    elif src.kind == "rabbitmq":
         assert event["eventSource"] == "aws:rmq" and list(event["rmqMessagesByQueue"]) == src.partitions()
         msg = event["rmqMessagesByQueue"][src.partitions()[0]][0]
         assert msg["basicProperties"]["deliveryMode"] == 2 and msg["redelivered"] is False
@@ -389,7 +418,7 @@ def test_mapping_api(server, lam, recorder, tmp_path):
         ({"FilterCriteria": {"Filters": [{"Pattern": "{not json"}]}}, "InvalidParameterValueException", "filter pattern"),
         ({"DestinationConfig": {"OnFailure": {"Destination": "arn:aws:sqs:us-east-1:000000000000:dlq"}}}, "InvalidParameterValueException", "function"),
         ({"DestinationConfig": {"OnFailure": {"Destination": fn_arn}}}, "InvalidParameterValueException", "own function"),
-        ({"SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["k:9092"]}}}, "InvalidParameterValueException", "Kafka"),
+        ({"SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["k:9092"]}}, "StartingPosition": "AT_TIMESTAMP", "StartingPositionTimestamp": 1}, "InvalidParameterValueException", "Kafka"),
         ({"SelfManagedEventSource": {"Endpoints": {"SMTP": ["x"]}}}, "InvalidParameterValueException", "Unknown endpoint type"),
         ({"SelfManagedEventSource": None, "EventSourceArn": "arn:aws:kinesis:us-east-1:000000000000:stream/s"}, "InvalidParameterValueException", "self-managed"),
         ({"Topics": ["a", "b"]}, "InvalidParameterValueException", "exactly one"),
@@ -475,3 +504,31 @@ def test_filters_partial_batches_and_iterator_age(fresh_server, nats_server, red
         text = r.read().decode()
     assert f'lambda_iterator_age_milliseconds_count{{account="000000000000",function="{fn}"}}' in text, text[-2000:]
     assert "esm_records_total" in text
+
+
+SLOW = r'''
+import json, os, time, urllib.request
+def handler(e, c):
+    start = time.time()
+    time.sleep(1.0)
+    subjects = sorted({r["nats"]["subject"] for r in e["Records"]})
+    body = json.dumps({"par": subjects, "start": start, "end": time.time()}).encode()
+    urllib.request.urlopen(urllib.request.Request(os.environ["RECORDER"], data=body, method="POST"), timeout=10)
+'''
+
+
+def test_parallelization_factor_runs_partitions_side_by_side(fresh_server, nats_server, recorder):
+    """ParallelizationFactor 2: the batches of two subjects run at the same time, each subject
+    still in order (a batch per subject here)."""
+    server = fresh_server()
+    lam = server.client()
+    src = Nats(nats_server)
+    fn, _ = function(lam, recorder, SLOW)
+    src.produce(["x0", "y0"])  # one on .a, one on .b
+    lam.create_event_source_mapping(FunctionName=fn, BatchSize=10, MaximumBatchingWindowInSeconds=1,
+                                    ParallelizationFactor=2, **src.mapping())
+    calls = wait_for(lambda: (c := [r for r in recorder.snapshot() if "par" in r]) and len(c) >= 2 and c, 60)
+    assert sorted(c["par"][0] for c in calls) == src.partitions(), calls
+    assert all(len(c["par"]) == 1 for c in calls), calls
+    a, b = calls
+    assert a["start"] < b["end"] and b["start"] < a["end"], f"the two batches did not overlap: {calls}"

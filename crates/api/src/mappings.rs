@@ -147,7 +147,7 @@ impl MappingIn {
     fn source(&self) -> Result<Source, ApiError> {
         if let Some(arn) = &self.event_source_arn {
             return Err(invalid(format!(
-                "Stratus reads self-managed sources; {arn} cannot be read. Name the server in SelfManagedEventSource.Endpoints (NATS_SERVERS, REDIS_SERVERS, POSTGRES_SERVERS, RABBITMQ_BROKERS or MQTT_BROKERS) and the stream, table, topic or queue in Topics or Queues"
+                "Stratus reads self-managed sources; {arn} cannot be read. Name the server in SelfManagedEventSource.Endpoints (KAFKA_BOOTSTRAP_SERVERS, NATS_SERVERS, REDIS_SERVERS, POSTGRES_SERVERS, RABBITMQ_BROKERS or MQTT_BROKERS) and the stream, table, topic or queue in Topics or Queues"
             )));
         }
         let Some(sm) = &self.self_managed_event_source else {
@@ -158,13 +158,9 @@ impl MappingIn {
             return Err(invalid("SelfManagedEventSource.Endpoints must hold exactly one kind of server"));
         };
         let Some(kind) = SourceKind::from_endpoints_key(key) else {
-            return Err(invalid(if key == "KAFKA_BOOTSTRAP_SERVERS" {
-                "Kafka sources are not supported yet; Stratus reads NATS_SERVERS, REDIS_SERVERS, POSTGRES_SERVERS, RABBITMQ_BROKERS and MQTT_BROKERS".to_string()
-            } else {
-                format!(
-                    "Unknown endpoint type {key}: use NATS_SERVERS, REDIS_SERVERS, POSTGRES_SERVERS, RABBITMQ_BROKERS or MQTT_BROKERS"
-                )
-            }));
+            return Err(invalid(format!(
+                "Unknown endpoint type {key}: use KAFKA_BOOTSTRAP_SERVERS, NATS_SERVERS, REDIS_SERVERS, POSTGRES_SERVERS, RABBITMQ_BROKERS or MQTT_BROKERS"
+            )));
         };
         let names = if kind == SourceKind::RabbitMq {
             if self.topics.is_some() {
@@ -246,7 +242,7 @@ impl MappingIn {
         }
         if m.report_failures && !m.source.kind.is_stream() {
             return Err(invalid(
-                "ReportBatchItemFailures applies to streams (NATS, Redis, PostgreSQL): a queue's batch succeeds or fails whole",
+                "ReportBatchItemFailures applies to streams (Kafka, NATS, Redis, PostgreSQL): a queue's batch succeeds or fails whole",
             ));
         }
         m.validate().map_err(invalid)?;
@@ -343,7 +339,7 @@ pub async fn create(State(state): State<ApiState>, body: Body) -> ApiResult {
             .self_managed_kafka_event_source_config
             .as_ref()
             .and_then(|c| c.consumer_group_id.clone())
-            .filter(|_| source.kind == SourceKind::Redis),
+            .filter(|_| matches!(source.kind, SourceKind::Redis | SourceKind::Kafka)),
         last_modified: now_secs(),
         source,
     };

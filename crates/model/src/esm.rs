@@ -12,6 +12,7 @@
 //! | `POSTGRES_SERVERS` (`postgres://user@host/db`) | `schema.table` | a table's changes (logical replication) |
 //! | `RABBITMQ_BROKERS` (`amqp://user:pass@host:5672/vhost`) | `Queues`: the queue | a RabbitMQ queue |
 //! | `MQTT_BROKERS` (`mqtt://host:1883`) | a topic filter (`sensors/#`) | MQTT messages (QoS 1, persistent session) |
+//! | `KAFKA_BOOTSTRAP_SERVERS` (`host:9092`) | the topic | a Kafka topic, through a consumer group |
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,7 @@ pub enum SourceKind {
     Postgres,
     RabbitMq,
     Mqtt,
+    Kafka,
 }
 
 impl SourceKind {
@@ -37,11 +39,12 @@ impl SourceKind {
             Self::Postgres => "POSTGRES_SERVERS",
             Self::RabbitMq => "RABBITMQ_BROKERS",
             Self::Mqtt => "MQTT_BROKERS",
+            Self::Kafka => "KAFKA_BOOTSTRAP_SERVERS",
         }
     }
 
     pub fn from_endpoints_key(key: &str) -> Option<Self> {
-        [Self::Nats, Self::Redis, Self::Postgres, Self::RabbitMq, Self::Mqtt]
+        [Self::Nats, Self::Redis, Self::Postgres, Self::RabbitMq, Self::Mqtt, Self::Kafka]
             .into_iter()
             .find(|k| k.endpoints_key() == key)
     }
@@ -49,7 +52,7 @@ impl SourceKind {
     /// Ordered streams that keep their records (`StartingPosition` applies; failures block the
     /// partition, as Kinesis's). The others are queues: a record taken is gone from the broker.
     pub fn is_stream(self) -> bool {
-        matches!(self, Self::Nats | Self::Redis | Self::Postgres)
+        matches!(self, Self::Nats | Self::Redis | Self::Postgres | Self::Kafka)
     }
 
     /// The `eventSource` of its records.
@@ -60,6 +63,7 @@ impl SourceKind {
             Self::Postgres => "stratus:postgres",
             Self::RabbitMq => "aws:rmq",
             Self::Mqtt => "stratus:mqtt",
+            Self::Kafka => "SelfManagedKafka",
         }
     }
 }
@@ -117,6 +121,7 @@ impl Source {
     pub fn arn(&self, scope: &crate::Scope) -> String {
         let kind = match self.kind {
             SourceKind::RabbitMq => "rabbitmq",
+            SourceKind::Kafka => "kafka",
             other => other.event_source().trim_start_matches("stratus:"),
         };
         format!("arn:stratus:{kind}:{}:{}:{}", scope.region, scope.account, self.name)
@@ -199,6 +204,11 @@ impl Mapping {
                     "StartingPosition is not valid for {}: a queue is read from its head",
                     kind.endpoints_key()
                 ));
+            }
+            (_, Some(StartingPosition::AtTimestamp)) if kind == SourceKind::Kafka => {
+                return Err(
+                    "Unsupported starting position for a Kafka topic: AT_TIMESTAMP (TRIM_HORIZON or LATEST)".into()
+                );
             }
             (_, Some(StartingPosition::AtTimestamp)) if kind == SourceKind::Postgres => {
                 return Err("Unsupported starting position for a PostgreSQL table: AT_TIMESTAMP (changes are read from the replication slot's creation on)".into());

@@ -47,16 +47,16 @@ pub(super) async fn deliver(p: &Poller, records: Vec<Record>) {
         deliver_group(p, records).await;
         return;
     }
+    // Partitions are dealt to groups in the order they first appear: each partition's records
+    // stay together (in order), and up to `factor` partitions run side by side.
     let mut groups: Vec<Vec<Record>> = vec![Vec::new(); factor];
+    let mut slots: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for r in records {
-        let slot = (fxhash(&r.partition) % factor as u64) as usize;
+        let next = slots.len() % factor;
+        let slot = *slots.entry(r.partition.clone()).or_insert(next);
         groups[slot].push(r);
     }
     futures_util::future::join_all(groups.into_iter().filter(|g| !g.is_empty()).map(|g| deliver_group(p, g))).await;
-}
-
-fn fxhash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 async fn deliver_group(p: &Poller, records: Vec<Record>) {
@@ -141,6 +141,9 @@ pub(super) fn event(p: &Poller, batch: &[Record]) -> Value {
             "eventSourceArn": arn,
             "rmqMessagesByQueue": { format!("{}::{vhost}", m.source.name): messages },
         });
+    }
+    if m.source.kind == SourceKind::Kafka {
+        return super::kafka::event(m, batch);
     }
     json!({ "Records": batch.iter().map(|r| &r.body).collect::<Vec<_>>() })
 }
@@ -264,6 +267,7 @@ async fn on_failure(p: &Poller, records: &[Record], condition: &str, attempts: u
         SourceKind::Postgres => "PostgresBatchInfo",
         SourceKind::RabbitMq => "RabbitMQBatchInfo",
         SourceKind::Mqtt => "MQTTBatchInfo",
+        SourceKind::Kafka => "KafkaBatchInfo",
     };
     let mut record = json!({
         "requestContext": {

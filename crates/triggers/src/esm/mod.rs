@@ -14,6 +14,7 @@
 //! shapes are this crate's, never the control plane's.
 
 mod deliver;
+mod kafka;
 mod mqtt;
 mod nats;
 mod postgres;
@@ -205,6 +206,7 @@ impl Poller {
             SourceKind::Postgres => Box::new(postgres::Postgres::connect(m, scope).await?),
             SourceKind::RabbitMq => Box::new(rabbitmq::RabbitMq::connect(m, scope).await?),
             SourceKind::Mqtt => Box::new(mqtt::Mqtt::connect(m, scope).await?),
+            SourceKind::Kafka => Box::new(kafka::Kafka::connect(m).await?),
         })
     }
 

@@ -1,0 +1,151 @@
+//! Kafka topics (librdkafka through `rdkafka`): a consumer group
+//! (`SelfManagedKafkaEventSourceConfig.ConsumerGroupId`, default `stratus-<mapping UUID>`)
+//! with automatic commits off; the offsets after a batch are committed once it succeeded or
+//! went to the on-failure destination. Order holds per partition.
+//!
+//! The event is Lambda's self-managed Kafka shape:
+//!
+//! ```json
+//! {"eventSource": "SelfManagedKafka", "bootstrapServers": "127.0.0.1:9092",
+//!  "records": {"orders-0": [{"topic": "orders", "partition": 0, "offset": 15,
+//!    "timestamp": 1545084650987, "timestampType": "CREATE_TIME", "key": "a2V5",
+//!    "value": "aGVsbG8=", "headers": [{"h": [118, 49]}]}]}}
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use model::esm::{Mapping, StartingPosition};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, Timestamp};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+
+use super::{Error, IDLE_POLL, Record, Source, Token, b64, now_ms};
+
+pub(crate) struct Kafka {
+    consumer: StreamConsumer,
+}
+
+impl Kafka {
+    pub(crate) async fn connect(mapping: Arc<Mapping>) -> Result<Self, Error> {
+        let group = mapping.consumer_group.clone().unwrap_or_else(|| format!("stratus-{}", mapping.uuid));
+        let reset = match mapping.starting_position {
+            Some(StartingPosition::Latest) => "latest",
+            _ => "earliest",
+        };
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", mapping.source.endpoints.join(","));
+        // Reach the brokers once, so an unreachable cluster is reported as such.
+        let probe = config.clone();
+        let topic = mapping.source.name.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), Error> {
+            let c: rdkafka::consumer::BaseConsumer = probe.create()?;
+            let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+            match md.topics().first().and_then(|t| t.error()) {
+                Some(e) => Err(format!("topic {topic}: {e:?}").into()),
+                None => Ok(()),
+            }
+        })
+        .await??;
+        let consumer: StreamConsumer = config
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", reset)
+            .set("session.timeout.ms", "10000")
+            .set("socket.timeout.ms", "10000")
+            .create()?;
+        consumer.subscribe(&[mapping.source.name.as_str()])?;
+        Ok(Self { consumer })
+    }
+
+    fn record(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+        let (ts, ts_type) = match m.timestamp() {
+            Timestamp::CreateTime(t) => (t, "CREATE_TIME"),
+            Timestamp::LogAppendTime(t) => (t, "LOG_APPEND_TIME"),
+            Timestamp::NotAvailable => (now_ms(), "NO_TIMESTAMP_TYPE"),
+        };
+        let headers: Vec<Value> = m
+            .headers()
+            .map(|h| h.iter().map(|h| json!({ h.key: h.value.map(<[u8]>::to_vec).unwrap_or_default() })).collect())
+            .unwrap_or_default();
+        let mut body = json!({
+            "topic": m.topic(),
+            "partition": m.partition(),
+            "offset": m.offset(),
+            "timestamp": ts,
+            "timestampType": ts_type,
+            "value": m.payload().map(b64),
+            "headers": headers,
+        });
+        if let Some(k) = m.key() {
+            body["key"] = json!(b64(k));
+        }
+        let partition = format!("{}-{}", m.topic(), m.partition());
+        Record {
+            id: format!("{partition}:{}", m.offset()),
+            partition,
+            arrival_ms: ts,
+            body,
+            token: Token::Seq(m.offset() as u64),
+        }
+    }
+}
+
+/// The event a batch becomes: records grouped by `topic-partition`.
+pub(super) fn event(mapping: &Mapping, batch: &[Record]) -> Value {
+    let mut by_partition: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for r in batch {
+        by_partition.entry(r.partition.as_str()).or_default().push(&r.body);
+    }
+    json!({
+        "eventSource": "SelfManagedKafka",
+        "bootstrapServers": mapping.source.endpoints.join(","),
+        "records": by_partition,
+    })
+}
+
+impl Source for Kafka {
+    fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            match tokio::time::timeout(IDLE_POLL, self.consumer.recv()).await {
+                Err(_) => return Ok(out),
+                Ok(m) => out.push(Self::record(&m?)),
+            }
+            let deadline = tokio::time::Instant::now() + window;
+            while out.len() < max {
+                let wait =
+                    deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1));
+                match tokio::time::timeout(wait, self.consumer.recv()).await {
+                    Ok(m) => out.push(Self::record(&m?)),
+                    Err(_) => break,
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+            for r in done {
+                let (Some(topic), Some(p)) = (r.body["topic"].as_str(), r.body["partition"].as_i64()) else { continue };
+                let Token::Seq(offset) = r.token else { continue };
+                let e = next.entry((topic, p as i32)).or_default();
+                *e = (*e).max(offset as i64 + 1);
+            }
+            if next.is_empty() {
+                return Ok(());
+            }
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, p), offset) in next {
+                tpl.add_partition_offset(topic, p, Offset::Offset(offset))?;
+            }
+            self.consumer.commit(&tpl, CommitMode::Async)?;
+            Ok(())
+        })
+    }
+}

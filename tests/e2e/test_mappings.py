@@ -392,6 +392,19 @@ def test_mapping_api(server, lam, recorder, tmp_path):
     assert [x["UUID"] for p in pages for x in p["EventSourceMappings"]] == [uuid, other] and len(pages) >= 2
     assert lam.list_event_source_mappings(FunctionName=dest)["EventSourceMappings"] == []
 
+    # `stratus mappings`.
+    table = server.cli("mappings", "list", "--function", fn).stdout
+    assert uuid in table and other in table and "redis://127.0.0.1:1 k" in table, table
+    made = server.cli("mappings", "create", "--function", fn, "--source", "amqp://guest:guest@127.0.0.1:1/%2f",
+                      "--topic", "jobs", "--batch-size", "7", "--retries", "2").stdout.strip()
+    shown = lam.get_event_source_mapping(UUID=made)
+    assert shown["Queues"] == ["jobs"] and shown["BatchSize"] == 7 and shown["MaximumRetryAttempts"] == 2
+    assert "disabled" in server.cli("mappings", "disable", made).stdout
+    assert lam.get_event_source_mapping(UUID=made)["State"] == "Disabled"
+    server.cli("mappings", "delete", made)
+    bad = server.cli("mappings", "create", "--function", fn, "--source", "smtp://x", "--topic", "t", check=False)
+    assert bad.returncode != 0 and "unknown source scheme" in bad.stderr
+
     # The AWS CLI.
     out = server.aws("lambda", "create-event-source-mapping", "--function-name", fn,
                      "--self-managed-event-source", '{"Endpoints": {"MQTT_BROKERS": ["mqtt://127.0.0.1:1"]}}',

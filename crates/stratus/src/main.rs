@@ -4,6 +4,7 @@
 
 mod accounts;
 mod cli;
+mod mappings;
 mod schedules;
 mod serve;
 mod sign;
@@ -41,6 +42,9 @@ enum Command {
     Usage(usage::UsageArgs),
     /// List, create and delete schedules that invoke functions (EventBridge Scheduler).
     Schedules(schedules::SchedulesArgs),
+    /// List, create, disable and delete event source mappings (functions fed by NATS, Redis,
+    /// PostgreSQL, RabbitMQ, MQTT or Kafka).
+    Mappings(mappings::MappingsArgs),
 }
 
 /// Threads for the server's async work. Functions run on the same cores, so by default the
@@ -76,6 +80,7 @@ fn main() -> std::process::ExitCode {
             Command::Logs(args) => cli::logs(args).await.map(|_| 0),
             Command::Routes(args) => cli::routes(args).await.map(|_| 0),
             Command::Schedules(args) => schedules::schedules(args).await.map(|_| 0),
+            Command::Mappings(args) => mappings::mappings(args).await.map(|_| 0),
             Command::Accounts(args) => accounts::run(args).map(|_| 0),
             Command::Usage(args) => usage::usage(args).await.map(|_| 0),
         }

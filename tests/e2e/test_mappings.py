@@ -545,3 +545,19 @@ def test_parallelization_factor_runs_partitions_side_by_side(fresh_server, nats_
     assert all(len(c["par"]) == 1 for c in calls), calls
     a, b = calls
     assert a["start"] < b["end"] and b["start"] < a["end"], f"the two batches did not overlap: {calls}"
+
+
+def test_batches_over_the_payload_limit_are_split(fresh_server, redis_server, recorder):
+    """Eight 1 MB records with BatchSize 10 make a 8 MB batch, over the 6 MB invocation limit:
+    the poller splits it (as Lambda trims batches to fit) and every record arrives once."""
+    server = fresh_server()
+    lam = server.client()
+    src = Redis(redis_server)
+    fn, _ = function(lam, recorder)
+    src.produce([f"big{i}-" + "x" * (1 << 20) for i in range(8)])
+    lam.create_event_source_mapping(FunctionName=fn, BatchSize=10, MaximumBatchingWindowInSeconds=1, **src.mapping())
+    assert wait_for(lambda: len(values_seen(recorder)) >= 8, 60), len(values_seen(recorder))
+    time.sleep(1)
+    seen = [v.split("-")[0] for v in values_seen(recorder)]
+    assert seen == [f"big{i}" for i in range(8)], seen
+    assert max(len(b) for b in delivered(recorder)) <= 5, [len(b) for b in delivered(recorder)]

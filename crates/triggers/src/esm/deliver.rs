@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use model::esm::SourceKind;
 use model::invoke::{InvokeRequest, Trigger};
-use model::{ErrorCode, FunctionRef, NameUse};
+use model::{FunctionRef, NameUse};
 use serde_json::{Value, json};
 
 use super::{FAILED_RECORDS, Poller, RECORDS, Record, iso, now_ms};
@@ -163,6 +163,11 @@ async fn invoke(p: &Poller, batch: &[Record]) -> (Outcome, String) {
             return (Outcome::FailedFrom(0), request_id);
         }
     };
+    if payload.len() > model::invoke::MAX_SYNC_PAYLOAD {
+        // Lambda trims batches to the synchronous invocation limit; so does this.
+        tracing::info!(mapping = %m.uuid, records = batch.len(), bytes = payload.len(), "batch over the 6 MB payload limit; splitting");
+        return (Outcome::TooLarge, request_id);
+    }
     let req = InvokeRequest {
         function: m.function.clone(),
         qualifier: m.qualifier.clone(),
@@ -175,10 +180,6 @@ async fn invoke(p: &Poller, batch: &[Record]) -> (Outcome, String) {
     };
     let result = match p.invoker.invoke(req).await {
         Ok(r) => r,
-        Err(e) if e.code == ErrorCode::RequestEntityTooLarge => {
-            tracing::warn!(mapping = %m.uuid, records = batch.len(), "batch over the payload limit; splitting");
-            return (Outcome::TooLarge, request_id);
-        }
         Err(e) => {
             tracing::warn!(mapping = %m.uuid, function = %m.function, error = %e, "cannot invoke the mapping's function; retrying");
             p.set_result(format!("PROBLEM: {}", e.message));

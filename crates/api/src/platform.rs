@@ -146,6 +146,8 @@ impl Platform {
     pub async fn shutdown(&self) {
         let tenants: Vec<Arc<Tenant>> = read(&self.tenants).values().cloned().collect();
         for t in &tenants {
+            // Pollers first: a batch cut short is redelivered, never half-committed.
+            t.state.pollers.shutdown();
             t.state.invoker.shutdown();
         }
         // One ledger serves every account.

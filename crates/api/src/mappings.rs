@@ -319,30 +319,15 @@ pub async fn create(State(state): State<ApiState>, body: Body) -> ApiResult {
         })?),
     };
     let f = target(&state, &raw).await?;
-    let mut m = Mapping {
-        uuid: uuid::Uuid::new_v4().to_string(),
-        function: f.name,
-        qualifier: f.qualifier,
-        enabled: true,
-        batch_size: 100,
-        batching_window_s: 0,
-        starting_position,
-        starting_timestamp: input.starting_position_timestamp,
-        max_retries: -1,
-        max_record_age_s: -1,
-        bisect: false,
-        parallelization: 1,
-        report_failures: false,
-        on_failure: None,
-        filters: vec![],
-        consumer_group: input
-            .self_managed_kafka_event_source_config
-            .as_ref()
-            .and_then(|c| c.consumer_group_id.clone())
-            .filter(|_| matches!(source.kind, SourceKind::Redis | SourceKind::Kafka)),
-        last_modified: now_secs(),
-        source,
-    };
+    let mut m = Mapping::new(uuid::Uuid::new_v4().to_string(), f.name, source, starting_position);
+    m.qualifier = f.qualifier;
+    m.starting_timestamp = input.starting_position_timestamp;
+    m.last_modified = now_secs();
+    m.consumer_group = input
+        .self_managed_kafka_event_source_config
+        .as_ref()
+        .and_then(|c| c.consumer_group_id.clone())
+        .filter(|_| matches!(m.source.kind, SourceKind::Redis | SourceKind::Kafka));
     input.apply(&mut m)?;
     check_destination(&state, &m).await?;
     let stored = m.clone();

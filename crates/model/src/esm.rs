@@ -167,6 +167,30 @@ pub const MAX_RECORD_AGE_S: i64 = 604_800;
 pub const MAX_FILTERS: usize = 5;
 
 impl Mapping {
+    /// A mapping of `function` to `source` with Lambda's defaults for everything else.
+    pub fn new(uuid: String, function: String, source: Source, starting_position: Option<StartingPosition>) -> Self {
+        Self {
+            uuid,
+            function,
+            qualifier: None,
+            source,
+            enabled: true,
+            batch_size: 100,
+            batching_window_s: 0,
+            starting_position,
+            starting_timestamp: None,
+            max_retries: -1,
+            max_record_age_s: -1,
+            bisect: false,
+            parallelization: 1,
+            report_failures: false,
+            on_failure: None,
+            filters: vec![],
+            consumer_group: None,
+            last_modified: 0.0,
+        }
+    }
+
     /// Checks every setting; the message says what is wrong (an `InvalidParameterValueException`).
     pub fn validate(&self) -> Result<Vec<Pattern>, String> {
         if self.source.endpoints.is_empty() || self.source.endpoints.iter().any(|e| e.trim().is_empty()) {
@@ -243,26 +267,8 @@ mod tests {
     use super::*;
 
     fn mapping(kind: SourceKind) -> Mapping {
-        Mapping {
-            uuid: "u".into(),
-            function: "f".into(),
-            qualifier: None,
-            source: Source { kind, endpoints: vec!["x://h".into()], name: "s".into() },
-            enabled: true,
-            batch_size: 100,
-            batching_window_s: 0,
-            starting_position: kind.is_stream().then_some(StartingPosition::TrimHorizon),
-            starting_timestamp: None,
-            max_retries: -1,
-            max_record_age_s: -1,
-            bisect: false,
-            parallelization: 1,
-            report_failures: false,
-            on_failure: None,
-            filters: vec![],
-            consumer_group: None,
-            last_modified: 0.0,
-        }
+        let source = Source { kind, endpoints: vec!["x://h".into()], name: "s".into() };
+        Mapping::new("u".into(), "f".into(), source, kind.is_stream().then_some(StartingPosition::TrimHorizon))
     }
 
     #[test]

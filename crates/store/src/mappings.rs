@@ -126,26 +126,8 @@ mod tests {
     use crate::db::Db;
 
     fn mapping(uuid: &str, function: &str) -> Mapping {
-        Mapping {
-            uuid: uuid.into(),
-            function: function.into(),
-            qualifier: None,
-            source: Source { kind: SourceKind::Nats, endpoints: vec!["nats://h".into()], name: "S".into() },
-            enabled: true,
-            batch_size: 10,
-            batching_window_s: 0,
-            starting_position: Some(StartingPosition::TrimHorizon),
-            starting_timestamp: None,
-            max_retries: -1,
-            max_record_age_s: -1,
-            bisect: false,
-            parallelization: 1,
-            report_failures: false,
-            on_failure: None,
-            filters: vec![],
-            consumer_group: None,
-            last_modified: 0.0,
-        }
+        let source = Source { kind: SourceKind::Nats, endpoints: vec!["nats://h".into()], name: "S".into() };
+        Mapping::new(uuid.into(), function.into(), source, Some(StartingPosition::TrimHorizon))
     }
 
     #[test]

@@ -23,7 +23,7 @@ use rdkafka::message::{Headers, Message, Timestamp};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
-use super::{Error, IDLE_POLL, Record, Source, Token, b64, now_ms};
+use super::{Error, Record, Source, Token, b64, gather, now_ms};
 
 pub(crate) struct Kafka {
     consumer: StreamConsumer,
@@ -110,21 +110,9 @@ pub(super) fn event(mapping: &Mapping, batch: &[Record]) -> Value {
 impl Source for Kafka {
     fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
         Box::pin(async move {
-            let mut out = Vec::new();
-            match tokio::time::timeout(IDLE_POLL, self.consumer.recv()).await {
-                Err(_) => return Ok(out),
-                Ok(m) => out.push(Self::record(&m?)),
-            }
-            let deadline = tokio::time::Instant::now() + window;
-            while out.len() < max {
-                let wait =
-                    deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1));
-                match tokio::time::timeout(wait, self.consumer.recv()).await {
-                    Ok(m) => out.push(Self::record(&m?)),
-                    Err(_) => break,
-                }
-            }
-            Ok(out)
+            let mut stream = self.consumer.stream();
+            let messages = gather(&mut stream, max, window).await?;
+            Ok(messages.iter().map(Self::record).collect())
         })
     }
 

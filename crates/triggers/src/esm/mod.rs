@@ -82,6 +82,35 @@ pub(crate) trait Source: Send {
     fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>>;
 }
 
+/// Reads a batch from a source's stream of messages: waits up to [`IDLE_POLL`] for the first
+/// (none: an empty batch), then up to `window` for more, at most `max` (without a window, only
+/// what has already arrived). The stream ending, or failing, is an error: nothing of the batch
+/// was committed, so it comes again.
+pub(crate) async fn gather<S, T, E>(stream: &mut S, max: usize, window: Duration) -> Result<Vec<T>, Error>
+where
+    S: futures_util::Stream<Item = Result<T, E>> + Unpin,
+    E: Into<Error>,
+{
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let first = match tokio::time::timeout(IDLE_POLL, stream.next()).await {
+        Err(_) => return Ok(out),
+        Ok(None) => return Err("the connection to the source ended".into()),
+        Ok(Some(m)) => m.map_err(Into::into)?,
+    };
+    out.push(first);
+    let deadline = tokio::time::Instant::now() + window;
+    while out.len() < max {
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_micros(1));
+        match tokio::time::timeout(wait, stream.next()).await {
+            Ok(Some(m)) => out.push(m.map_err(Into::into)?),
+            Ok(None) => return Err("the connection to the source ended".into()),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
 /// What the API shows of a running mapping.
 #[derive(Debug, Clone)]
 pub struct Status {

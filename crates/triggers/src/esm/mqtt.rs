@@ -22,7 +22,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Error, IDLE_POLL, Record, Source, Token, b64, now_ms};
+use super::{Error, Record, Source, Token, b64, gather, now_ms};
 
 pub(crate) struct Mqtt {
     client: AsyncClient,
@@ -128,26 +128,11 @@ impl Mqtt {
 impl Source for Mqtt {
     fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
         Box::pin(async move {
-            let mut out = Vec::new();
-            let first = match tokio::time::timeout(IDLE_POLL, self.rx.recv()).await {
-                Err(_) => return Ok(out),
-                Ok(None) => return Err("the MQTT connection ended".into()),
-                Ok(Some(p)) => p?,
-            };
-            out.push(self.record(first));
-            let deadline = tokio::time::Instant::now() + window;
-            while out.len() < max {
-                let wait =
-                    deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_micros(1));
-                match tokio::time::timeout(wait, self.rx.recv()).await {
-                    Ok(Some(Ok(p))) => out.push(self.record(p)),
-                    // A dropped connection mid-batch: deliver what is in hand; the broker
-                    // redelivers anything whose acknowledgement is lost.
-                    Ok(Some(Err(_))) | Err(_) => break,
-                    Ok(None) => return Err("the MQTT connection ended".into()),
-                }
-            }
-            Ok(out)
+            let rx = &mut self.rx;
+            let mut stream = futures_util::stream::poll_fn(|cx| rx.poll_recv(cx));
+            // A dropped connection mid-batch fails it; the broker redelivers what was not acknowledged.
+            let publishes = gather(&mut stream, max, window).await?;
+            Ok(publishes.into_iter().map(|p| self.record(p)).collect())
         })
     }
 

@@ -20,13 +20,12 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use model::esm::{Mapping, StartingPosition};
 use serde_json::json;
 use store::Store;
 
-use super::{Error, IDLE_POLL, Record, Source, Token, b64, now_ms};
+use super::{Error, Record, Source, Token, b64, gather, now_ms};
 
 const PARTITION: &str = "stream";
 
@@ -127,25 +126,8 @@ impl Nats {
 impl Source for Nats {
     fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
         Box::pin(async move {
-            let mut out = Vec::new();
-            let first = match tokio::time::timeout(IDLE_POLL, self.messages.next()).await {
-                Err(_) => return Ok(out),
-                Ok(None) => return Err("the NATS consumer ended".into()),
-                Ok(Some(m)) => m?,
-            };
-            out.push(self.record(first)?);
-            let deadline = tokio::time::Instant::now() + window;
-            while out.len() < max {
-                // Without a window, take what is already buffered and go.
-                let wait =
-                    if window.is_zero() { Duration::from_millis(0) } else { deadline - tokio::time::Instant::now() };
-                match tokio::time::timeout(wait.max(Duration::from_micros(1)), self.messages.next()).await {
-                    Ok(Some(m)) => out.push(self.record(m?)?),
-                    Ok(None) => return Err("the NATS consumer ended".into()),
-                    Err(_) => break,
-                }
-            }
-            Ok(out)
+            let messages = gather(&mut self.messages, max, window).await?;
+            messages.into_iter().map(|m| self.record(m)).collect()
         })
     }
 

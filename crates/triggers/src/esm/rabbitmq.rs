@@ -18,7 +18,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -26,7 +25,7 @@ use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 use model::esm::Mapping;
 use serde_json::{Map, Value, json};
 
-use super::{Error, IDLE_POLL, Record, Source, Token, b64, now_ms};
+use super::{Error, Record, Source, Token, b64, gather, now_ms};
 
 pub(crate) struct RabbitMq {
     _conn: Connection,
@@ -135,24 +134,8 @@ fn amqp_json(v: &AMQPValue) -> Value {
 impl Source for RabbitMq {
     fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
         Box::pin(async move {
-            let mut out = Vec::new();
-            let first = match tokio::time::timeout(IDLE_POLL, self.consumer.next()).await {
-                Err(_) => return Ok(out),
-                Ok(None) => return Err("the RabbitMQ consumer was cancelled".into()),
-                Ok(Some(d)) => d?,
-            };
-            out.push(self.record(first));
-            let deadline = tokio::time::Instant::now() + window;
-            while out.len() < max {
-                let wait =
-                    deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_micros(1));
-                match tokio::time::timeout(wait, self.consumer.next()).await {
-                    Ok(Some(d)) => out.push(self.record(d?)),
-                    Ok(None) => return Err("the RabbitMQ consumer was cancelled".into()),
-                    Err(_) => break,
-                }
-            }
-            Ok(out)
+            let deliveries = gather(&mut self.consumer, max, window).await?;
+            Ok(deliveries.into_iter().map(|d| self.record(d)).collect())
         })
     }
 

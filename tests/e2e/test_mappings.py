@@ -561,3 +561,28 @@ def test_batches_over_the_payload_limit_are_split(fresh_server, redis_server, re
     seen = [v.split("-")[0] for v in values_seen(recorder)]
     assert seen == [f"big{i}" for i in range(8)], seen
     assert max(len(b) for b in delivered(recorder)) <= 5, [len(b) for b in delivered(recorder)]
+
+
+def test_records_older_than_the_maximum_age_go_to_the_destination(fresh_server, redis_server, recorder):
+    """MaximumRecordAgeInSeconds: a Redis entry's id is its arrival time, so entries written
+    with ids from 1970 are older than any limit; they skip the function and reach the
+    on-failure destination as RecordAgeExceeded, and the fresh one is delivered."""
+    server = fresh_server()
+    lam = server.client()
+    src = Redis(redis_server)
+    fn, _ = function(lam, recorder)
+    dest, dest_arn = function(lam, recorder, DESTINATION)
+    r = redis_client(redis_server.url)
+    r.xadd(src.id, {"v": "ancient-1"}, id="1000-0")
+    r.xadd(src.id, {"v": "ancient-2"}, id="2000-0")
+    r.xadd(src.id, {"v": "fresh"})
+    r.close()
+    lam.create_event_source_mapping(FunctionName=fn, BatchSize=10, MaximumBatchingWindowInSeconds=1,
+                                    MaximumRecordAgeInSeconds=60, DestinationConfig={"OnFailure": {"Destination": dest_arn}},
+                                    **src.mapping())
+    dests = wait_for(lambda: [r["destination"] for r in recorder.snapshot() if "destination" in r], 60)
+    assert wait_for(lambda: values_seen(recorder) == ["fresh"], 30), values_seen(recorder)
+    assert len(dests) == 1 and dests[0]["requestContext"]["condition"] == "RecordAgeExceeded", dests
+    info = dests[0]["RedisStreamBatchInfo"]
+    assert (info["startSequenceNumber"], info["endSequenceNumber"], info["batchSize"]) == ("1000-0", "2000-0", 2)
+    assert dests[0]["requestContext"]["approximateInvokeCount"] == 0 and "responseContext" not in dests[0]

@@ -358,6 +358,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[tokio::test]
+    async fn gather_takes_at_most_max_and_fails_on_errors() {
+        let mut s = futures_util::stream::iter((0..5).map(Ok::<_, Error>));
+        assert_eq!(gather(&mut s, 3, Duration::ZERO).await.unwrap(), [0, 1, 2]);
+        // The stream ending mid-batch is the connection going: nothing of it counts.
+        assert!(gather(&mut s, 3, Duration::from_millis(10)).await.is_err());
+        assert!(gather(&mut s, 3, Duration::ZERO).await.is_err());
+        let mut bad = futures_util::stream::iter(vec![Ok(1), Err::<i32, Error>("lost".into())]);
+        assert!(gather(&mut bad, 3, Duration::from_millis(10)).await.is_err());
+    }
+
     #[test]
     fn filters_see_decoded_data() {
         let data = b64(br#"{"kind":"order"}"#);

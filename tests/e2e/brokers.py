@@ -803,7 +803,7 @@ class KafkaBroker(Broker):
         self.storage.mkdir(exist_ok=True)
         listener = f"tcp://127.0.0.1:{self.port}"
         return [_tansu(), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
-                "--storage-engine", f"memory://tansu/"]
+                "--storage-engine", "memory://tansu/"]
 
     def ready(self):
         from confluent_kafka.admin import AdminClient
@@ -815,8 +815,8 @@ class KafkaBroker(Broker):
 def kafka_create_topic(url, topic, partitions=2):
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    futures = AdminClient({"bootstrap.servers": url}).create_topics([NewTopic(topic, num_partitions=partitions)])
-    for f in futures.values():
+    admin = AdminClient({"bootstrap.servers": url})  # kept alive until the topic exists
+    for f in admin.create_topics([NewTopic(topic, num_partitions=partitions)]).values():
         f.result(timeout=30)
 
 

@@ -52,6 +52,9 @@ impl Kafka {
         .await??;
         let consumer: StreamConsumer = config
             .set("group.id", &group)
+            // Static membership: a restarted Stratus takes its partitions back at once instead
+            // of waiting for the old member's session to time out.
+            .set("group.instance.id", format!("stratus-{}", mapping.uuid))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", reset)
             .set("session.timeout.ms", "10000")

@@ -21,6 +21,7 @@ it sends a QoS 1 subscriber at most 20 unacknowledged messages, which caps every
 import argparse
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import threading
@@ -53,6 +54,8 @@ def main():
     parser.add_argument("--only", help="comma-separated kinds to start (default: all): " + ",".join(KINDS))
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command to run")
     args = parser.parse_args()
+    # A TERM (timeout, kill) stops the brokers too: it unwinds through the `finally` below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not args.command:
         parser.error("give the command to run, e.g. target/release/stratus-bench mappings")
     kinds = args.only.split(",") if args.only else list(KINDS)

@@ -44,7 +44,7 @@ const BATCH: usize = 100;
 /// How often `/metrics` is read while Stratus consumes.
 const METRICS_POLL: Duration = Duration::from_millis(5);
 /// Longest time without progress before a side is given up.
-const STALL: Duration = Duration::from_secs(60);
+const STALL: Duration = Duration::from_secs(20);
 
 /// The brokers to measure (`None`: skipped).
 pub struct Brokers {
@@ -736,10 +736,12 @@ mod mqtt {
         let mut batch = Vec::with_capacity(BATCH);
         while done < n {
             while batch.len() < BATCH && done + batch.len() < n {
-                batch.push(next("MQTT", rx.recv()).await?);
+                batch.push(next("MQTT", rx.recv()).await.with_context(|| format!("after {done} of {n}"))?);
             }
             for p in batch.drain(..) {
-                client.ack(&p).await?;
+                tokio::time::timeout(STALL, client.ack(&p))
+                    .await
+                    .with_context(|| format!("acknowledging, after {done} of {n}"))??;
                 done += 1;
             }
             progress.batch();

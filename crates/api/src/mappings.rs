@@ -414,16 +414,27 @@ pub async fn list(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> 
         Some(raw) => Some(function_ref(&state, raw, None)?.name),
         None => None,
     };
-    let after = q.marker.clone();
-    let mut page = state
+    let (after, arn) = (q.marker.clone(), q.event_source_arn.clone());
+    let scope = state.scope.clone();
+    let page = state
         .store
-        .run(move |db| db.list_mappings(function.as_deref(), after.as_deref(), max + 1))
+        .run(move |db| match arn {
+            None => db.list_mappings(function.as_deref(), after.as_deref(), max + 1),
+            // Self-managed sources have no ARN of their own; records name them `arn:stratus:…`.
+            // Filtered before paging, so pages stay full.
+            Some(arn) => {
+                let all = db.list_mappings(function.as_deref(), None, usize::MAX >> 1)?;
+                let mut matching = all.into_iter().filter(|m| m.source.arn(&scope) == arn).peekable();
+                if let Some(a) = &after {
+                    while matching.next_if(|m| &m.uuid != a).is_some() {}
+                    matching.next();
+                }
+                Ok(matching.take(max + 1).collect())
+            }
+        })
         .await
         .map_err(store_err)?;
-    // Self-managed sources have no ARN of their own; records name them `arn:stratus:…`.
-    if let Some(arn) = &q.event_source_arn {
-        page.retain(|m| &m.source.arn(&state.scope) == arn);
-    }
+    let mut page = page;
     let next = (page.len() > max).then(|| page[max - 1].uuid.clone());
     page.truncate(max);
     let mut v = json!({"EventSourceMappings": page.iter().map(|m| configuration(&state, m, None)).collect::<Vec<_>>()});

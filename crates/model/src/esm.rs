@@ -203,6 +203,9 @@ impl Mapping {
                 "Topics must name one stream, table or topic".into()
             });
         }
+        if self.source.kind == SourceKind::Mqtt {
+            check_topic_filter(&self.source.name)?;
+        }
         if !(1..=MAX_BATCH).contains(&self.batch_size) {
             return Err(format!("BatchSize must be between 1 and {MAX_BATCH}"));
         }
@@ -262,6 +265,24 @@ impl Mapping {
     }
 }
 
+/// MQTT's topic filter rules: `+` is a whole level, `#` the whole last level.
+fn check_topic_filter(f: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("Invalid MQTT topic filter {f:?}: {why}"));
+    if f.is_empty() || f.len() > 65_535 || f.contains('\0') {
+        return bad("empty, too long or with a NUL character");
+    }
+    let levels: Vec<&str> = f.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return bad("# must be the whole last level");
+        }
+        if level.contains('+') && *level != "+" {
+            return bad("+ must be a whole level");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +318,13 @@ mod tests {
         pg.starting_position = Some(StartingPosition::AtTimestamp);
         pg.starting_timestamp = Some(1.0);
         assert!(pg.validate().unwrap_err().contains("Unsupported starting position"));
+        for (filter, ok) in
+            [("a/+/c", true), ("a/#", true), ("#", true), ("a/#/c", false), ("a+/b", false), ("", false)]
+        {
+            let mut m = mapping(SourceKind::Mqtt);
+            m.source.name = filter.into();
+            assert_eq!(m.validate().is_ok(), ok, "{filter}");
+        }
         let mut q = mapping(SourceKind::RabbitMq);
         q.starting_position = Some(StartingPosition::Latest);
         assert!(q.validate().is_err());

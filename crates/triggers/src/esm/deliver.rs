@@ -40,12 +40,12 @@ enum Outcome {
     TooLarge,
 }
 
-/// Delivers `records` (in fetch order); returns when each is done or sent to the destination.
-pub(super) async fn deliver(p: &Poller, records: Vec<Record>) {
+/// Delivers `records` (in fetch order); returns when each is done or sent to the destination
+/// (`true`), or when the poller is told to stop first (`false`: commit nothing).
+pub(super) async fn deliver(p: &Poller, records: Vec<Record>) -> bool {
     let factor = p.mapping.parallelization as usize;
     if factor <= 1 {
-        deliver_group(p, records).await;
-        return;
+        return deliver_group(p, records).await;
     }
     // Partitions are dealt to groups in the order they first appear: each partition's records
     // stay together (in order), and up to `factor` partitions run side by side.
@@ -56,10 +56,13 @@ pub(super) async fn deliver(p: &Poller, records: Vec<Record>) {
         let slot = *slots.entry(r.partition.clone()).or_insert(next);
         groups[slot].push(r);
     }
-    futures_util::future::join_all(groups.into_iter().filter(|g| !g.is_empty()).map(|g| deliver_group(p, g))).await;
+    futures_util::future::join_all(groups.into_iter().filter(|g| !g.is_empty()).map(|g| deliver_group(p, g)))
+        .await
+        .into_iter()
+        .all(|done| done)
 }
 
-async fn deliver_group(p: &Poller, records: Vec<Record>) {
+async fn deliver_group(p: &Poller, records: Vec<Record>) -> bool {
     let m = &p.mapping;
     let account = p.invoker.scope().account.clone();
     let mut queue: VecDeque<(Vec<Record>, u32)> = VecDeque::from([(records, 0)]);
@@ -70,7 +73,9 @@ async fn deliver_group(p: &Poller, records: Vec<Record>) {
             let expired = batch.iter().take_while(|r| r.arrival_ms < oldest_allowed).count();
             if expired > 0 {
                 let rest = batch.split_off(expired);
-                on_failure(p, &batch, "RecordAgeExceeded", attempts, None).await;
+                if !on_failure(p, &batch, "RecordAgeExceeded", attempts, None).await {
+                    return false;
+                }
                 batch = rest;
             }
         }
@@ -91,9 +96,15 @@ async fn deliver_group(p: &Poller, records: Vec<Record>) {
                 queue.push_front((second, attempts));
                 queue.push_front((batch, attempts));
             }
-            Outcome::TooLarge => on_failure(p, &batch, "RetryAttemptsExhausted", attempts + 1, None).await,
+            Outcome::TooLarge => {
+                if !on_failure(p, &batch, "RetryAttemptsExhausted", attempts + 1, None).await {
+                    return false;
+                }
+            }
             Outcome::Unavailable => {
-                tokio::time::sleep(platform_backoff).await;
+                if p.pause(platform_backoff).await {
+                    return false;
+                }
                 platform_backoff = (platform_backoff * 2).min(Duration::from_secs(30));
                 queue.push_front((batch, attempts));
             }
@@ -107,7 +118,9 @@ async fn deliver_group(p: &Poller, records: Vec<Record>) {
                 p.set_result("PROBLEM: Function call failed");
                 metrics::counter!(super::BATCHES, "account" => account.clone(), "function" => m.function.clone(), "outcome" => "failed").increment(1);
                 if m.max_retries >= 0 && i64::from(attempts) > m.max_retries {
-                    on_failure(p, &failed, "RetryAttemptsExhausted", attempts, Some(&request_id)).await;
+                    if !on_failure(p, &failed, "RetryAttemptsExhausted", attempts, Some(&request_id)).await {
+                        return false;
+                    }
                     continue;
                 }
                 if m.bisect && failed.len() > 1 {
@@ -121,11 +134,14 @@ async fn deliver_group(p: &Poller, records: Vec<Record>) {
                 }
                 let pause = Duration::from_millis(100 * 2u64.saturating_pow(attempts.min(16))).min(MAX_RETRY_PAUSE);
                 tracing::info!(mapping = %m.uuid, attempts, records = failed.len(), retry_in_ms = pause.as_millis() as u64, "batch failed; retrying");
-                tokio::time::sleep(pause).await;
+                if p.pause(pause).await {
+                    return false;
+                }
                 queue.push_front((failed, attempts));
             }
         }
     }
+    true
 }
 
 /// The event a batch becomes.
@@ -216,7 +232,10 @@ fn failed_from(batch: &[Record], payload: &[u8]) -> Result<Option<usize>, &'stat
     for item in items {
         let id = match item.get("itemIdentifier") {
             Some(Value::String(s)) if !s.is_empty() => s.as_str(),
-            Some(Value::Number(n)) => return find(batch, &n.to_string(), &mut lowest),
+            Some(Value::Number(n)) => {
+                find(batch, &n.to_string(), &mut lowest)?;
+                continue;
+            }
             _ => return Err("an itemIdentifier is missing, null or empty"),
         };
         find(batch, id, &mut lowest)?;
@@ -230,17 +249,18 @@ fn find(batch: &[Record], id: &str, lowest: &mut Option<usize>) -> Result<Option
     Ok(*lowest)
 }
 
-/// Sends records that exhausted their retries or age to the on-failure destination.
-async fn on_failure(p: &Poller, records: &[Record], condition: &str, attempts: u32, request_id: Option<&str>) {
+/// Sends records that exhausted their retries or age to the on-failure destination; `false`
+/// if the poller was told to stop before it could (the records are then not committed).
+async fn on_failure(p: &Poller, records: &[Record], condition: &str, attempts: u32, request_id: Option<&str>) -> bool {
     let m = &p.mapping;
     let account = p.invoker.scope().account.clone();
     metrics::counter!(FAILED_RECORDS, "account" => account, "function" => m.function.clone())
         .increment(records.len() as u64);
     let Some(dest) = &m.on_failure else {
         tracing::warn!(mapping = %m.uuid, records = records.len(), condition, first = %records.first().map(|r| r.id.as_str()).unwrap_or(""), "records skipped: no on-failure destination");
-        return;
+        return true;
     };
-    let (Some(first), Some(last)) = (records.first(), records.last()) else { return };
+    let (Some(first), Some(last)) = (records.first(), records.last()) else { return true };
     let scope = p.invoker.scope();
     let function_arn = format!(
         "arn:aws:lambda:{}:{}:function:{}:{}",
@@ -284,32 +304,32 @@ async fn on_failure(p: &Poller, records: &[Record], condition: &str, attempts: u
         record["responseContext"] = json!({"statusCode": 200, "executedVersion": m.qualifier.as_deref().unwrap_or("$LATEST"), "functionError": "Unhandled"});
     }
     record[key] = info;
-    let target = match FunctionRef::parse(dest, NameUse::Reference) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(mapping = %m.uuid, destination = %dest, error = %e.message, "invalid on-failure destination; records skipped");
-            return;
-        }
-    };
     let payload = Bytes::from(record.to_string());
-    for attempt in 0..5u32 {
-        let id = model::invoke::new_request_id();
-        match p
-            .invoker
-            .enqueue(&target.name, target.qualifier.as_deref(), payload.clone(), &id, None, Trigger::Esm)
-            .await
-        {
+    // The partition waits until the destination has the record: skipping it would lose it.
+    let mut wait = Duration::from_millis(200);
+    loop {
+        let sent = match FunctionRef::parse(dest, NameUse::Reference) {
+            Ok(t) => {
+                let id = model::invoke::new_request_id();
+                p.invoker.enqueue(&t.name, t.qualifier.as_deref(), payload.clone(), &id, None, Trigger::Esm).await
+            }
+            Err(e) => Err(e),
+        };
+        match sent {
             Ok(()) => {
                 tracing::info!(mapping = %m.uuid, destination = %dest, records = records.len(), condition, "records sent to the on-failure destination");
-                return;
+                return true;
             }
             Err(e) => {
-                tracing::warn!(mapping = %m.uuid, destination = %dest, error = %e, attempt, "cannot reach the on-failure destination");
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                tracing::warn!(mapping = %m.uuid, destination = %dest, error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reach the on-failure destination; the partition waits");
+                p.set_result(format!("PROBLEM: On-failure destination unreachable. {}", e.message));
+                if p.pause(wait).await {
+                    return false;
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
             }
         }
     }
-    tracing::error!(mapping = %m.uuid, destination = %dest, records = records.len(), "on-failure destination unreachable; records skipped");
 }
 
 #[cfg(test)]
@@ -341,5 +361,13 @@ mod tests {
         assert!(failed_from(&batch, br#"{"batchItemFailures": [{"itemIdentifier": null}]}"#).is_err());
         assert!(failed_from(&batch, br#"{"batchItemFailures": [{"foo": "1"}]}"#).is_err());
         assert!(failed_from(&batch, br#"{"batchItemFailures": [{"itemIdentifier": "9"}]}"#).is_err());
+        // Numbers name records too, and every entry counts.
+        assert_eq!(
+            failed_from(&batch, br#"{"batchItemFailures": [{"itemIdentifier": 3}, {"itemIdentifier": 2}]}"#),
+            Ok(Some(1))
+        );
+        assert!(
+            failed_from(&batch, br#"{"batchItemFailures": [{"itemIdentifier": 3}, {"itemIdentifier": ""}]}"#).is_err()
+        );
     }
 }

@@ -30,6 +30,7 @@ use invoke::Invoker;
 use model::esm::{Mapping, SourceKind};
 use serde_json::Value;
 use store::Store;
+use tokio::sync::watch;
 
 /// Batches delivered, by outcome.
 pub const BATCHES: &str = "esm_batches_total";
@@ -120,6 +121,8 @@ pub struct Status {
 }
 
 struct Running {
+    /// Tells the poller to stop after the batch in hand (or at once when it is waiting).
+    stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     status: Arc<Mutex<Status>>,
 }
@@ -133,19 +136,29 @@ pub struct Pollers {
 struct Inner {
     invoker: Invoker,
     store: Store,
-    running: Mutex<HashMap<String, Running>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    running: HashMap<String, Running>,
+    /// Mappings the API changed since start-up (the start-up list must not undo that).
+    touched: std::collections::HashSet<String>,
 }
 
 impl Pollers {
     /// Starts the pollers of every enabled mapping of the account.
     pub fn start(invoker: Invoker, store: Store) -> Self {
-        let p = Self { inner: Arc::new(Inner { invoker, store, running: Mutex::new(HashMap::new()) }) };
+        let p = Self { inner: Arc::new(Inner { invoker, store, state: Mutex::new(State::default()) }) };
         let me = p.clone();
         tokio::spawn(async move {
             match me.inner.store.run(|db| db.list_mappings(None, None, usize::MAX >> 1)).await {
                 Ok(all) => {
                     for m in all {
-                        me.changed(&m);
+                        let mut st = me.state();
+                        if m.enabled && !st.touched.contains(&m.uuid) && !st.running.contains_key(&m.uuid) {
+                            me.spawn(&mut st, &m, None);
+                        }
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot read the event source mappings; none is polled"),
@@ -154,76 +167,122 @@ impl Pollers {
         p
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
-        self.inner.running.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A mapping was created or updated: (re)starts its poller, or stops it when disabled.
-    pub fn changed(&self, m: &Mapping) {
-        self.removed(&m.uuid);
-        if !m.enabled {
-            return;
-        }
+    /// Starts `m`'s poller once `previous` (the poller it replaces) has finished.
+    fn spawn(&self, st: &mut State, m: &Mapping, previous: Option<tokio::task::JoinHandle<()>>) {
         let status = Arc::new(Mutex::new(Status { state: "Creating", last_result: "No records processed".into() }));
+        let (stop, stopped) = watch::channel(false);
         let poller = Poller {
             invoker: self.inner.invoker.clone(),
             store: self.inner.store.clone(),
             mapping: Arc::new(m.clone()),
             status: status.clone(),
+            stop: stopped,
         };
-        let task = tokio::spawn(poller.run());
-        self.running().insert(m.uuid.clone(), Running { task, status });
+        let task = tokio::spawn(async move {
+            // One poller per mapping at a time: the old one finishes its batch first.
+            if let Some(t) = previous {
+                let _ = t.await;
+            }
+            poller.supervise().await;
+        });
+        st.running.insert(m.uuid.clone(), Running { stop, task, status });
     }
 
-    /// A mapping was deleted or disabled: stops its poller.
-    pub fn removed(&self, uuid: &str) {
-        if let Some(r) = self.running().remove(uuid) {
-            r.task.abort();
+    /// Stops a mapping's poller (after its batch in hand); its task, to wait for.
+    fn stop(st: &mut State, uuid: &str) -> Option<tokio::task::JoinHandle<()>> {
+        st.touched.insert(uuid.to_string());
+        st.running.remove(uuid).map(|r| {
+            let _ = r.stop.send(true);
+            r.task
+        })
+    }
+
+    /// A mapping was created or updated: (re)starts its poller, or stops it when disabled.
+    pub fn changed(&self, m: &Mapping) {
+        let mut st = self.state();
+        let previous = Self::stop(&mut st, &m.uuid);
+        if m.enabled {
+            self.spawn(&mut st, m, previous);
         }
     }
 
     /// A mapping was deleted: stops its poller and lets go of what it held on the source
     /// (a PostgreSQL replication slot would keep WAL forever).
     pub fn deleted(&self, m: &Mapping) {
-        self.removed(&m.uuid);
-        if m.source.kind == SourceKind::Postgres {
-            let m = m.clone();
-            tokio::spawn(async move {
+        let previous = Self::stop(&mut self.state(), &m.uuid);
+        if m.source.kind != SourceKind::Postgres {
+            return;
+        }
+        let m = m.clone();
+        tokio::spawn(async move {
+            if let Some(t) = previous {
+                let _ = t.await;
+            }
+            let mut wait = Duration::from_secs(1);
+            for attempt in 1..=5 {
                 match postgres::drop_slot(&m).await {
-                    Ok(()) => tracing::info!(mapping = %m.uuid, "replication slot dropped"),
-                    Err(e) => {
-                        tracing::warn!(mapping = %m.uuid, slot = %postgres::slot_name(&m.uuid), error = %e, "cannot drop the replication slot; drop it by hand")
+                    Ok(()) => {
+                        tracing::info!(mapping = %m.uuid, "replication slot dropped");
+                        return;
+                    }
+                    Err(e) if attempt == 5 => {
+                        tracing::warn!(mapping = %m.uuid, slot = %postgres::slot_name(&m.uuid), error = %e, "cannot drop the replication slot; drop it by hand (it keeps WAL)")
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
                     }
                 }
-            });
-        }
+            }
+        });
     }
 
     /// The running poller's status, if it runs.
     pub fn status(&self, uuid: &str) -> Option<Status> {
-        self.running().get(uuid).map(|r| r.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        self.state().running.get(uuid).map(|r| r.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
-    /// Stops every poller (at shutdown).
+    /// Stops every poller (at shutdown: a batch cut short is not committed, so it comes again).
     pub fn shutdown(&self) {
-        for (_, r) in self.running().drain() {
+        for (_, r) in self.state().running.drain() {
+            let _ = r.stop.send(true);
             r.task.abort();
         }
     }
 }
 
 /// One mapping's poller.
+#[derive(Clone)]
 pub(crate) struct Poller {
     pub invoker: Invoker,
     pub store: Store,
     pub mapping: Arc<Mapping>,
     pub status: Arc<Mutex<Status>>,
+    pub stop: watch::Receiver<bool>,
 }
 
 impl Poller {
     pub(crate) fn set_result(&self, result: impl Into<String>) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.last_result = result.into();
+    }
+
+    /// Resolves when the poller is told to stop.
+    pub(crate) async fn stopped(&self) {
+        let mut rx = self.stop.clone();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Sleeps `d`; `true` if told to stop meanwhile.
+    pub(crate) async fn pause(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.stopped() => true,
+            _ = tokio::time::sleep(d) => false,
+        }
     }
 
     async fn connect(&self) -> Result<Box<dyn Source>, Error> {
@@ -239,64 +298,87 @@ impl Poller {
         })
     }
 
+    /// Runs the poller, restarting it if it panics.
+    async fn supervise(self) {
+        loop {
+            match tokio::spawn(self.clone().run()).await {
+                Err(e) if e.is_panic() => {
+                    tracing::error!(mapping = %self.mapping.uuid, "the event source poller failed; restarting it");
+                    self.set_result("PROBLEM: Internal error; the poller restarts");
+                    if self.pause(Duration::from_secs(5)).await {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
     async fn run(self) {
         let m = self.mapping.clone();
-        let filters: Vec<model::filter::Pattern> =
-            m.filters.iter().filter_map(|f| model::filter::Pattern::parse(f).ok()).collect();
+        let filters = match m.filters.iter().map(|f| model::filter::Pattern::parse(f)).collect::<Result<Vec<_>, _>>() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(mapping = %m.uuid, error = %e, "a stored filter is invalid; the mapping does not poll");
+                self.set_result(format!("PROBLEM: {e}"));
+                return;
+            }
+        };
+        let window = Duration::from_secs(m.batching_window_s.into());
         let mut backoff = Duration::from_millis(250);
-        // Records fetched but not yet committed survive a reconnection: they are delivered
-        // (or committed) before anything else is read.
-        let mut held: Vec<Record> = Vec::new();
         'connect: loop {
-            let mut source = match self.connect().await {
+            let connected = tokio::select! {
+                _ = self.stopped() => return,
+                c = self.connect() => c,
+            };
+            let mut source = match connected {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(mapping = %m.uuid, source = %m.source.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the event source");
                     self.set_result(format!("PROBLEM: Connection error. {e}"));
-                    tokio::time::sleep(backoff).await;
+                    if self.pause(backoff).await {
+                        return;
+                    }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
-            if held.is_empty() {
-                tracing::info!(mapping = %m.uuid, function = %m.function, source = %m.source.name, kind = ?m.source.kind, "event source mapping polling");
-            } else {
-                tracing::info!(mapping = %m.uuid, held = held.len(), "event source reconnected; delivering the records in hand first");
-            }
+            tracing::info!(mapping = %m.uuid, function = %m.function, source = %m.source.name, kind = ?m.source.kind, "event source mapping polling");
             self.status.lock().unwrap_or_else(|p| p.into_inner()).state = "Enabled";
             loop {
-                let batch = if held.is_empty() {
-                    match source.fetch(m.batch_size as usize, Duration::from_secs(m.batching_window_s.into())).await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            tracing::warn!(mapping = %m.uuid, error = %e, "lost the event source; reconnecting");
-                            self.set_result(format!("PROBLEM: Connection error. {e}"));
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(MAX_BACKOFF);
-                            continue 'connect;
+                let fetched = tokio::select! {
+                    // Nothing fetched is committed yet: stopping here loses nothing.
+                    _ = self.stopped() => return,
+                    f = source.fetch(m.batch_size as usize, window) => f,
+                };
+                let batch = match fetched {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(mapping = %m.uuid, error = %e, "lost the event source; reconnecting");
+                        self.set_result(format!("PROBLEM: Connection error. {e}"));
+                        if self.pause(backoff).await {
+                            return;
                         }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue 'connect;
                     }
-                } else {
-                    std::mem::take(&mut held)
                 };
                 backoff = Duration::from_millis(250);
-                if batch.is_empty() {
-                    continue;
-                }
                 let wanted: Vec<Record> =
                     batch.iter().filter(|r| model::filter::passes(&filters, &filter_view(&r.body))).cloned().collect();
-                if !wanted.is_empty() {
-                    deliver::deliver(&self, wanted).await;
+                if !wanted.is_empty() && !deliver::deliver(&self, wanted).await {
+                    // Told to stop mid-batch: nothing is committed, so the batch comes again.
+                    return;
                 }
+                // Also after an empty fetch: a source may have passed over records of no
+                // interest (PostgreSQL: other tables' transactions) and should say so.
                 if let Err(e) = source.commit(&batch).await {
                     // Delivered but not committed: they will come again (at least once).
                     tracing::warn!(mapping = %m.uuid, error = %e, "cannot commit the batch's progress; reconnecting (its records may be delivered again)");
                     self.set_result(format!("PROBLEM: Connection error. {e}"));
-                    if m.source.kind == SourceKind::Nats {
-                        // Stratus keeps NATS's checkpoint: a failed write is the store's, not the broker's.
-                        held = batch;
+                    if self.pause(backoff).await {
+                        return;
                     }
-                    tokio::time::sleep(backoff).await;
                     continue 'connect;
                 }
             }
@@ -315,8 +397,10 @@ pub(crate) fn filter_view(body: &Value) -> Value {
     };
     let mut lifted = None;
     if let Some(obj) = view.as_object_mut() {
-        if let Some(d) = obj.get("data").and_then(decode) {
-            obj.insert("data".into(), d);
+        for key in ["data", "value"] {
+            if let Some(d) = obj.get(key).and_then(decode) {
+                obj.insert(key.into(), d);
+            }
         }
         for (_, inner) in obj.iter_mut() {
             if let Some(io) = inner.as_object_mut()

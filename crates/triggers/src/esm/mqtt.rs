@@ -26,7 +26,7 @@ use super::{Error, Record, Source, Token, b64, gather, now_ms};
 
 pub(crate) struct Mqtt {
     client: AsyncClient,
-    rx: mpsc::Receiver<Result<rumqttc::Publish, String>>,
+    rx: mpsc::UnboundedReceiver<Result<rumqttc::Publish, String>>,
     driver: tokio::task::JoinHandle<()>,
     arn: String,
     region: String,
@@ -59,7 +59,9 @@ impl Mqtt {
         let cap = (mapping.batch_size as usize).clamp(16, 10_000);
         let (client, mut eventloop) = AsyncClient::new(opts, cap);
         let topic = mapping.source.name.clone();
-        let (tx, rx) = mpsc::channel(cap);
+        // Unbounded, so the event loop (which also sends our acknowledgements and keep-alive
+        // pings) never waits for the poller; QoS 1 flow control bounds what is in flight.
+        let (tx, rx) = mpsc::unbounded_channel();
         // The first connection decides whether the broker is reachable at all.
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
         let sub = client.clone();
@@ -77,20 +79,24 @@ impl Mqtt {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if tx.send(Ok(p)).await.is_err() {
+                        if tx.send(Ok(p)).is_err() {
                             break;
                         }
                     }
                     Ok(_) => {}
                     Err(e) => {
                         let msg = e.to_string();
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(Err(msg));
-                            break;
+                        match ready.take() {
+                            Some(r) => {
+                                let _ = r.send(Err(msg));
+                            }
+                            // The poller reconnects with a new client: acknowledgements of this
+                            // connection's packet ids must never go out on another one.
+                            None => {
+                                let _ = tx.send(Err(msg));
+                            }
                         }
-                        // Connected once: rumqttc reconnects on the next poll; the poller hears of it.
-                        let _ = tx.try_send(Err(msg));
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
                     }
                 }
             }

@@ -43,7 +43,6 @@ impl Nats {
             mapping.source.endpoints.iter().map(|e| e.parse()).collect::<Result<_, _>>()?;
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
-            .retry_on_initial_connect()
             .max_reconnects(None)
             .connect(servers)
             .await?;

@@ -42,6 +42,8 @@ pub(crate) struct Postgres {
     /// Transaction ends read (row number, LSN): the slot advances to one once every change
     /// before it is done (LSNs of changes are not unique; transaction ends are the positions).
     ends: VecDeque<(u64, String)>,
+    /// The slot's confirmed position as this poller last saw or set it.
+    confirmed: Option<String>,
     arn: String,
     region: String,
 }
@@ -91,7 +93,7 @@ impl Postgres {
         }
         let name = &mapping.source.name;
         let table = if name.contains('.') { name.clone() } else { format!("public.{name}") };
-        Ok(Self {
+        let mut me = Self {
             client,
             slot,
             table,
@@ -99,9 +101,36 @@ impl Postgres {
             base: 0,
             scanned: 0,
             ends: VecDeque::new(),
+            confirmed: None,
             arn: mapping.source.arn(scope),
             region: scope.region.clone(),
-        })
+        };
+        me.confirmed = me.slot_position().await?;
+        Ok(me)
+    }
+
+    async fn slot_position(&self) -> Result<Option<String>, Error> {
+        let row = self
+            .client
+            .query_opt("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&self.slot])
+            .await?;
+        match row {
+            Some(r) => Ok(r.get(0)),
+            None => Err(format!("the replication slot {} is gone", self.slot).into()),
+        }
+    }
+
+    /// Row numbers hold while only this poller moves the slot. If something else moved it
+    /// (with nothing in hand here), numbering starts again from where it is now.
+    async fn check_slot(&mut self) -> Result<(), Error> {
+        let now = self.slot_position().await?;
+        if now != self.confirmed {
+            tracing::warn!(slot = %self.slot, was = ?self.confirmed, now = ?now, "the replication slot was moved by someone else; reading on from its position");
+            self.base = self.scanned;
+            self.ends.clear();
+            self.confirmed = now;
+        }
+        Ok(())
     }
 
     /// Reads the changes after the ones already read into the buffer.
@@ -204,6 +233,7 @@ impl Postgres {
         self.client.execute("SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)", &[&self.slot, &lsn]).await?;
         // The rows up to that transaction's end are gone from the next peek.
         self.base = n + 1;
+        self.confirmed = Some(lsn);
         Ok(())
     }
 }
@@ -251,6 +281,9 @@ impl Source for Postgres {
             let started = tokio::time::Instant::now();
             let mut pause = Duration::from_millis(20);
             loop {
+                if self.buffer.is_empty() && self.ends.is_empty() {
+                    self.check_slot().await?;
+                }
                 if self.buffer.len() < max {
                     self.peek(max - self.buffer.len()).await?;
                 }

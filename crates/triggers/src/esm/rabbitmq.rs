@@ -76,7 +76,9 @@ impl RabbitMq {
             .as_ref()
             .map(|h| h.inner().iter().map(|(k, v)| (k.as_str().to_string(), amqp_json(v))).collect())
             .unwrap_or_default();
-        let arrival_ms = p.timestamp().map(|t| (t * 1000) as i64).unwrap_or_else(now_ms);
+        // A producer's timestamp (seconds) may be anything: out of range means unknown.
+        let arrival_ms =
+            p.timestamp().and_then(|t| i64::try_from(t).ok()).and_then(|t| t.checked_mul(1000)).unwrap_or_else(now_ms);
         let tag = d.delivery_tag;
         let id = p.message_id().as_ref().map(|m| m.as_str().to_string()).unwrap_or_else(|| tag.to_string());
         let body = json!({
@@ -90,7 +92,7 @@ impl RabbitMq {
                 "replyTo": s(p.reply_to()),
                 "expiration": s(p.expiration()),
                 "messageId": s(p.message_id()),
-                "timestamp": p.timestamp().map(|t| iso_secs(t as i64)),
+                "timestamp": p.timestamp().and_then(|t| i64::try_from(t).ok()).and_then(|t| t.checked_mul(1000)).map(super::iso),
                 "type": s(p.kind()),
                 "userId": s(p.user_id()),
                 "appId": s(p.app_id()),
@@ -102,10 +104,6 @@ impl RabbitMq {
         });
         Record { partition: self.queue.clone(), id, arrival_ms, body, token: Token::Tag(tag) }
     }
-}
-
-fn iso_secs(s: i64) -> String {
-    super::iso(s * 1000)
 }
 
 fn amqp_json(v: &AMQPValue) -> Value {

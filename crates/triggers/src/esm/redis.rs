@@ -50,9 +50,11 @@ impl Redis {
         let group = mapping.consumer_group.clone().unwrap_or_else(|| format!("stratus-{}", mapping.uuid));
         let start = match mapping.starting_position {
             Some(StartingPosition::Latest) => "$".to_string(),
-            Some(StartingPosition::AtTimestamp) => {
-                format!("{}-0", (mapping.starting_timestamp.unwrap_or(0.0) * 1000.0) as u64)
-            }
+            // The group starts after this id: the last possible one of the millisecond before.
+            Some(StartingPosition::AtTimestamp) => match (mapping.starting_timestamp.unwrap_or(0.0) * 1000.0) as u64 {
+                0 => "0".to_string(),
+                ms => format!("{}-{}", ms - 1, u64::MAX),
+            },
             _ => "0".to_string(),
         };
         let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(&key, &group, &start).await;
@@ -141,7 +143,8 @@ impl Source for Redis {
                 if left.is_zero() {
                     break;
                 }
-                out.extend(self.read(max - out.len(), Some(left)).await?);
+                // Each wait stays under the connection's response timeout.
+                out.extend(self.read(max - out.len(), Some(left.min(IDLE_POLL))).await?);
             }
             Ok(out)
         })

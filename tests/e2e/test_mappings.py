@@ -593,3 +593,28 @@ def test_records_older_than_the_maximum_age_go_to_the_destination(fresh_server, 
     info = dests[0]["RedisStreamBatchInfo"]
     assert (info["startSequenceNumber"], info["endSequenceNumber"], info["batchSize"]) == ("1000-0", "2000-0", 2)
     assert dests[0]["requestContext"]["approximateInvokeCount"] == 0 and "responseContext" not in dests[0]
+
+
+def test_postgres_slot_follows_other_tables_and_is_dropped_with_the_mapping(fresh_server, postgres, recorder):
+    """A mapping's replication slot must not pin WAL while its table is quiet and others are
+    busy; deleting the mapping drops the slot."""
+    server = fresh_server()
+    lam = server.client()
+    src = Pg(postgres)
+    other = unique("busy").replace("-", "_")
+    pg_execute(postgres.url, f"CREATE TABLE {other} (id serial PRIMARY KEY, v text)")
+    fn, _ = function(lam, recorder)
+    uuid = lam.create_event_source_mapping(FunctionName=fn, BatchSize=10, **src.mapping())["UUID"]
+    wait_enabled(lam, uuid)
+    slot = "stratus_" + uuid.replace("-", "")
+    for i in range(20):
+        pg_execute(postgres.url, f"INSERT INTO {other} (v) VALUES ('x{i}')")
+    target = pg_execute(postgres.url, "SELECT pg_current_wal_lsn()")[0][0]
+
+    def caught_up():
+        return pg_execute(postgres.url, "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots WHERE slot_name = %s",
+                          (str(target), slot))[0][0]
+    assert wait_for(caught_up, 30), pg_execute(postgres.url, "SELECT slot_name, confirmed_flush_lsn FROM pg_replication_slots")
+    assert values_seen(recorder) == []
+    lam.delete_event_source_mapping(UUID=uuid)
+    assert wait_for(lambda: not pg_execute(postgres.url, "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)), 30)

@@ -12,10 +12,9 @@ STRATUS_BENCH_REDIS, STRATUS_BENCH_POSTGRES, STRATUS_BENCH_RABBITMQ and STRATUS_
 the brokers that started; one that is not installed (or PostgreSQL without wal2json) is left
 out with a note, and the bench skips that source.
 
-Mosquitto gets two settings the tests' broker does not have, so that a backlog can be
-pre-produced and read in batches of 100: `max_queued_messages 0` (Mosquitto keeps at most 1,000
-messages per session by default and drops the rest) and `max_inflight_messages 100` (by default
-it sends a QoS 1 subscriber at most 20 unacknowledged messages, which caps every batch at 20).
+Mosquitto gets one setting the tests' broker does not have, `max_queued_messages 0`: by default
+it keeps at most 1,000 messages for a disconnected session and drops the rest, so a backlog could
+not be pre-produced.
 """
 
 import argparse
@@ -32,12 +31,12 @@ import brokers  # noqa: E402  (needs the path above)
 
 
 class BenchMqttBroker(brokers.MqttBroker):
-    """The tests' Mosquitto, keeping any backlog and sending up to a batch of 100 in flight."""
+    """The tests' Mosquitto, keeping a disconnected session's whole backlog."""
 
     def prepare(self):
         super().prepare()
         with open(self.config_path, "a") as f:
-            f.write("max_queued_messages 0\nmax_inflight_messages 100\n")
+            f.write("max_queued_messages 0\n")
 
 
 KINDS = {

@@ -142,11 +142,14 @@ enum Cmd {
         #[arg(long, env = "STRATUS_BENCH_MQTT")]
         mqtt: Option<String>,
         /// Records per side and source (rounded up to a whole number of batches).
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 50_000)]
         records: usize,
-        /// Records per side for PostgreSQL.
-        #[arg(long, default_value_t = 5_000)]
+        /// Records per side for PostgreSQL (inserted in transactions of 100).
+        #[arg(long, default_value_t = 10_000)]
         pg_records: usize,
+        /// Rounds per source, each with fresh copies; the side that goes first alternates.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
     },
     /// The floor: a plain hyper server echoing JSON (used by `warm`).
     Floor,
@@ -284,6 +287,18 @@ impl Stratus {
             bail!("update {name}: {status}");
         }
         Ok(())
+    }
+
+    /// Stops the server as an operator would (SIGTERM), so it stops its environments and
+    /// restores what it changed; killed (on drop) if it has not exited within 10 s.
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.proc.child.id() as i32);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until && matches!(self.proc.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     fn invoke_url(&self, name: &str) -> String {
@@ -975,9 +990,9 @@ fn main() -> anyhow::Result<()> {
             }
             Cmd::Objects { seconds, events } => objects::objects(&cli.bin_dir, seconds, events).await,
             Cmd::Schedules { count, idle_secs } => schedules::schedules(&cli.bin_dir, count, idle_secs).await,
-            Cmd::Mappings { nats, redis, postgres, rabbitmq, mqtt, records, pg_records } => {
+            Cmd::Mappings { nats, redis, postgres, rabbitmq, mqtt, records, pg_records, rounds } => {
                 let brokers = mappings::Brokers { nats, redis, postgres, rabbitmq, mqtt };
-                mappings::mappings(&cli.bin_dir, &brokers, records, pg_records).await
+                mappings::mappings(&cli.bin_dir, &brokers, records, pg_records, rounds).await
             }
             Cmd::All => {
                 warm(&cli.bin_dir, 3000, 10).await?;
@@ -997,7 +1012,7 @@ fn main() -> anyhow::Result<()> {
                     mqtt: var("STRATUS_BENCH_MQTT"),
                 };
                 if brokers.any() {
-                    mappings::mappings(&cli.bin_dir, &brokers, 20_000, 5_000).await
+                    mappings::mappings(&cli.bin_dir, &brokers, 50_000, 10_000, 2).await
                 } else {
                     println!("mappings: skipped (no broker URLs in the environment; see bench/README.md)");
                     Ok(())

@@ -2,31 +2,38 @@
 //! client consuming the same broker in the same run.
 //!
 //! For each source given (a broker URL per flag or environment variable; `bench/brokers.py`
-//! starts private ones), two separate streams, queues, topics or tables are filled with the
-//! same `records` small JSON records before anything is timed: one for the plain client, one
-//! for Stratus. Then, one after the other:
+//! starts private ones), in each round, two separate streams, queues, topics or tables
+//! (PostgreSQL: two databases) are filled with the same number of small JSON records before
+//! anything is timed: one copy for the plain client, one for Stratus. Then, one after the
+//! other (the plain client first in odd rounds, Stratus in even ones):
 //!
 //! - Plain: this process consumes its copy with the crate the poller uses, in batches of
-//!   [`BATCH`], doing the poller's durability step once per batch (below), timed from
+//!   [`BATCH`], doing the poller's durability step once per batch (below). Timed from
 //!   connecting to the last batch's step.
 //! - Stratus: a mapping with `BatchSize` [`BATCH`] (created disabled, so the backlog waits)
 //!   is enabled with `UpdateEventSourceMapping`; it invokes a warm no-op Rust function
-//!   (`examples/rust-echo`). Timed from that request until `esm_records_total` of the function
-//!   on `/metrics` (counted once a batch's invocation returned) reaches `records`, read every
-//!   [`METRICS_POLL`].
+//!   (`examples/rust-echo`, which returns its event). Timed from that request until the
+//!   function's `esm_records_total` on `/metrics` (counted as each batch's invocation returns,
+//!   before the poller's commit) has grown by the number of records, read every
+//!   [`METRICS_POLL`]; its `esm_batches_total` gives the batches.
 //!
 //! The step per batch, per source, as the pollers do it (`crates/triggers/src/esm`):
 //!
 //! | source | plain client |
 //! |---|---|
-//! | NATS JetStream | ordered consumer; the last sequence upserted in a SQLite checkpoint table (WAL, `synchronous=NORMAL`, on a blocking thread), as Stratus keeps its checkpoint |
+//! | NATS JetStream | ordered consumer; the batch's last sequence upserted in a SQLite checkpoint table (WAL, `synchronous=NORMAL`, on a blocking thread), as Stratus keeps its checkpoint |
 //! | Redis | `XREADGROUP COUNT 100` (new entries, `BLOCK` 5 s) + `XACK` of the batch's ids |
 //! | RabbitMQ | `basic.qos` prefetch 100, `basic.ack` multiple of the batch's last tag |
 //! | MQTT | QoS 1, persistent session (`clean_session = false`), manual `PUBACK`s of the batch's messages after it |
 //! | PostgreSQL | `pg_logical_slot_peek_changes` (wal2json, the poller's options) + `pg_replication_slot_advance` to the end of the batch's transaction |
 //!
-//! PostgreSQL's rows are inserted in transactions of [`BATCH`] rows, so the plain client's
-//! peek returns exactly one batch.
+//! The plain clients of NATS, Redis, RabbitMQ and PostgreSQL take full batches (the backlog is
+//! there; PostgreSQL's rows are inserted in transactions of [`BATCH`] rows, so one peek is one
+//! batch). The MQTT client batches as the poller does without a batching window (a first
+//! message, then what has arrived), since the broker decides how many it sends ahead of the
+//! acknowledgements; unlike the poller, its request channel has room for every
+//! acknowledgement (see `mqtt::consume`). A side that makes no progress for [`STALL`] is
+//! reported as failed, with how far it got.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -35,6 +42,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use serde_json::json;
 
 use super::{EVENT, Stratus, cpu_seconds, request, zip_of};
@@ -42,9 +50,9 @@ use super::{EVENT, Stratus, cpu_seconds, request, zip_of};
 /// Records per batch: the mapping's `BatchSize` and the plain client's batch.
 const BATCH: usize = 100;
 /// How often `/metrics` is read while Stratus consumes.
-const METRICS_POLL: Duration = Duration::from_millis(5);
+const METRICS_POLL: Duration = Duration::from_millis(25);
 /// Longest time without progress before a side is given up.
-const STALL: Duration = Duration::from_secs(20);
+const STALL: Duration = Duration::from_secs(30);
 
 /// The brokers to measure (`None`: skipped).
 pub struct Brokers {
@@ -118,12 +126,6 @@ struct Timing {
     function_cpu: f64,
 }
 
-impl Timing {
-    fn rate(&self, n: usize) -> f64 {
-        n as f64 / self.total.as_secs_f64()
-    }
-}
-
 /// The JSON every record carries (about 60 bytes).
 fn payload(i: usize) -> Vec<u8> {
     format!(r#"{{"n":{i},"kind":"bench","note":"a small record"}}"#).into_bytes()
@@ -143,7 +145,13 @@ impl Names {
     }
 }
 
-pub async fn mappings(bin_dir: &Path, brokers: &Brokers, records: usize, pg_records: usize) -> anyhow::Result<()> {
+pub async fn mappings(
+    bin_dir: &Path,
+    brokers: &Brokers,
+    records: usize,
+    pg_records: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
     if !brokers.any() {
         bail!(
             "no broker given: pass --nats/--redis/--postgres/--rabbitmq/--mqtt URLs, or run it under bench/brokers.py"
@@ -152,8 +160,6 @@ pub async fn mappings(bin_dir: &Path, brokers: &Brokers, records: usize, pg_reco
     let stratus = Stratus::start(bin_dir)?;
     let echo = std::fs::read(bin_dir.join("rust-echo")).context("build examples/rust-echo in release first")?;
     let zip = zip_of(&[("bootstrap", &echo, 0o755)])?;
-    let tag =
-        format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() % 1_000_000_000);
     let mut rows = Vec::new();
     for (kind, url) in brokers.list() {
         let n = if kind == Kind::Postgres { pg_records } else { records };
@@ -167,43 +173,116 @@ pub async fn mappings(bin_dir: &Path, brokers: &Brokers, records: usize, pg_reco
         if status != 200 {
             bail!("warm-up invoke of {function}: {status}");
         }
-        eprintln!("mappings: {} ({n} records per side)...", kind.label());
-        let (plain, via) = source(&stratus, kind, url, &function, &tag, n)
-            .await
-            .with_context(|| format!("{} at {url}", kind.label()))?;
-        rows.push((kind, n, plain, via));
+        let mut row = Row { label: kind.label(), n, rounds: Vec::new() };
+        for round in 0..rounds.max(1) {
+            eprintln!("mappings: {}, round {} ({n} records per side)...", kind.label(), round + 1);
+            let tag = format!(
+                "{}",
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() % 1_000_000_000
+            );
+            // Alternating, so neither side always runs on a warmer (or more tired) broker.
+            let (plain, ours) = match source(&stratus, kind, url, &function, &tag, n, round % 2 == 1).await {
+                Ok(sides) => sides,
+                Err(e) => (Err(e), Err(anyhow::anyhow!("not run"))),
+            };
+            let (plain, ours) = (plain.map_err(|e| format!("{e:#}")), ours.map_err(|e| format!("{e:#}")));
+            for (side, r) in [("plain client", &plain), ("Stratus", &ours)] {
+                if let Err(e) = r {
+                    eprintln!("mappings: {}: {side}: {e}", kind.label());
+                }
+            }
+            let failed = plain.is_err() || ours.is_err();
+            row.rounds.push((plain, ours));
+            if failed {
+                break;
+            }
+        }
+        rows.push(row);
     }
+    stratus.stop();
+    print_table(&rows);
+    Ok(())
+}
 
+/// One line of the table: a source's rounds.
+struct Row {
+    label: &'static str,
+    /// Records per side and round.
+    n: usize,
+    /// (plain client, Stratus) of each round.
+    rounds: Vec<(Result<Timing, String>, Result<Timing, String>)>,
+}
+
+/// The rounds of one side added up (`Err`: the first failure).
+fn pooled<'a>(rounds: impl Iterator<Item = &'a Result<Timing, String>>) -> Result<Timing, String> {
+    let mut sum = Timing { first: Duration::ZERO, total: Duration::ZERO, batches: 0.0, cpu: 0.0, function_cpu: 0.0 };
+    for r in rounds {
+        let t = r.as_ref().map_err(Clone::clone)?;
+        sum.first += t.first;
+        sum.total += t.total;
+        sum.batches += t.batches;
+        sum.cpu += t.cpu;
+        sum.function_cpu += t.function_cpu;
+    }
+    Ok(sum)
+}
+
+fn print_table(rows: &[Row]) {
     println!(
         "## event source mappings: records/s into a no-op Rust function (BatchSize {BATCH}) vs a plain client of the same broker"
     );
     println!();
     println!(
-        "| source | records | plain client | Stratus | ratio | records per batch (plain / Stratus) | first batch done (plain / Stratus) | CPU per 1,000 records: plain client / Stratus server + function |"
+        "| source | records per round | plain client | Stratus | Stratus / plain | by round | records per batch (plain / Stratus) | first batch done (plain / Stratus) | CPU per 1,000 records: plain client / Stratus server + function |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (kind, n, p, s) in &rows {
-        let per_k = |cpu: f64| cpu / *n as f64 * 1000.0 * 1000.0;
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let (n, k) = (r.n, r.rounds.len());
+        let all = (n * k) as f64;
+        let plain = pooled(r.rounds.iter().map(|x| &x.0));
+        let ours = pooled(r.rounds.iter().map(|x| &x.1));
+        let per_k = |cpu: f64| format!("{:.1} ms", cpu / all * 1e6);
+        let rate = |t: &Result<Timing, String>| match t {
+            Ok(t) => format!("{:.0}/s", all / t.total.as_secs_f64()),
+            Err(e) => format!("failed: {}", e.replace('|', "/")),
+        };
+        let field = |t: &Result<Timing, String>, f: &dyn Fn(&Timing) -> String| t.as_ref().map_or("–".into(), f);
+        let ratio = match (&plain, &ours) {
+            (Ok(p), Ok(s)) => format!("{:.2}", p.total.as_secs_f64() / s.total.as_secs_f64()),
+            _ => "–".into(),
+        };
+        let by_round: Vec<String> = r
+            .rounds
+            .iter()
+            .filter_map(|(p, s)| {
+                Some(format!("{:.2}", p.as_ref().ok()?.total.as_secs_f64() / s.as_ref().ok()?.total.as_secs_f64()))
+            })
+            .collect();
+        let per_batch = |t: &Timing| format!("{:.0}", all / t.batches.max(1.0));
+        let first = |t: &Timing| format!("{:.0} ms", super::ms(t.first) / k as f64);
+        let plain_cpu = |t: &Timing| per_k(t.cpu);
+        let our_cpu = |t: &Timing| format!("{} + {}", per_k(t.cpu), per_k(t.function_cpu));
         println!(
-            "| {} | {n} | {:.0}/s | {:.0}/s | {:.2} | {:.0} / {:.0} | {:.0} ms / {:.0} ms | {:.1} ms / {:.1} + {:.1} ms |",
-            kind.label(),
-            p.rate(*n),
-            s.rate(*n),
-            s.rate(*n) / p.rate(*n),
-            *n as f64 / p.batches.max(1.0),
-            *n as f64 / s.batches.max(1.0),
-            super::ms(p.first),
-            super::ms(s.first),
-            per_k(p.cpu),
-            per_k(s.cpu),
-            per_k(s.function_cpu),
+            "| {} | {n} | {} | {} | {ratio} | {} | {} / {} | {} / {} | {} / {} |",
+            r.label,
+            rate(&plain),
+            rate(&ours),
+            by_round.join(", "),
+            field(&plain, &per_batch),
+            field(&ours, &per_batch),
+            field(&plain, &first),
+            field(&ours, &first),
+            field(&plain, &plain_cpu),
+            field(&ours, &our_cpu),
         );
     }
     println!();
-    Ok(())
 }
 
-/// One source: both copies filled, then the plain client and Stratus timed in turn.
+/// One round of a source: both copies filled, then the plain client and Stratus timed in turn
+/// (Stratus first if `stratus_first`).
+///
+/// Setting up fails the whole round; either side failing (a stall) fails that side only.
 async fn source(
     stratus: &Stratus,
     kind: Kind,
@@ -211,7 +290,8 @@ async fn source(
     function: &str,
     tag: &str,
     n: usize,
-) -> anyhow::Result<(Timing, Timing)> {
+    stratus_first: bool,
+) -> anyhow::Result<(anyhow::Result<Timing>, anyhow::Result<Timing>)> {
     let plain = Names::new("plain", tag);
     let ours = Names::new("stratus", tag);
     // PostgreSQL: a database per side, so neither slot decodes the other side's rows.
@@ -222,23 +302,23 @@ async fn source(
     let uuid = create_mapping(stratus, kind, &our_url, function, &ours).await?;
     let mqtt_ids = [format!("bench-plain-{tag}"), format!("stratus-{uuid}")];
     let pg_slots = [format!("{}_slot", plain.name), format!("stratus_{}", uuid.replace('-', "").to_lowercase())];
-    let result = async {
+    let result: anyhow::Result<_> = async {
         let (plain_url, our_url) = (plain_url.as_str(), our_url.as_str());
-        let p = match kind {
+        let plain_run: BoxFuture<'_, anyhow::Result<(Duration, Duration, usize)>> = match kind {
             Kind::Nats => {
                 nats::produce(plain_url, &plain.name, n).await?;
                 nats::produce(our_url, &ours.name, n).await?;
-                measured(nats::consume(plain_url, &plain.name, n)).await?
+                Box::pin(nats::consume(plain_url, &plain.name, n))
             }
             Kind::Redis => {
                 redis_source::produce(plain_url, &plain.name, n).await?;
                 redis_source::produce(our_url, &ours.name, n).await?;
-                measured(redis_source::consume(plain_url, &plain.name, n)).await?
+                Box::pin(redis_source::consume(plain_url, &plain.name, n))
             }
             Kind::RabbitMq => {
                 rabbitmq::produce(plain_url, &plain.name, n).await?;
                 rabbitmq::produce(our_url, &ours.name, n).await?;
-                measured(rabbitmq::consume(plain_url, &plain.name, n)).await?
+                Box::pin(rabbitmq::consume(plain_url, &plain.name, n))
             }
             Kind::Mqtt => {
                 // The persistent sessions exist before anything is published, so the broker
@@ -247,7 +327,7 @@ async fn source(
                 mqtt::session(our_url, &mqtt_ids[1], &ours.base).await?;
                 mqtt::produce(plain_url, &plain.base, n).await?;
                 mqtt::produce(our_url, &ours.base, n).await?;
-                measured(mqtt::consume(plain_url, &mqtt_ids[0], n)).await?
+                Box::pin(mqtt::consume(plain_url, &mqtt_ids[0], n))
             }
             Kind::Postgres => {
                 // The slots exist before the rows are written (the mapping's is `stratus_<UUID>`).
@@ -255,10 +335,16 @@ async fn source(
                 postgres::prepare(our_url, &ours.name, &pg_slots[1]).await?;
                 postgres::produce(plain_url, &plain.name, n).await?;
                 postgres::produce(our_url, &ours.name, n).await?;
-                measured(postgres::consume(plain_url, &pg_slots[0], &plain.name, n)).await?
+                Box::pin(postgres::consume(plain_url, &pg_slots[0], &plain.name, n))
             }
         };
-        anyhow::Ok((p, stratus_side(stratus, &uuid, function, n).await?))
+        Ok(if stratus_first {
+            let s = stratus_side(stratus, &uuid, function, n).await;
+            (measured(plain_run).await, s)
+        } else {
+            let p = measured(plain_run).await;
+            (p, stratus_side(stratus, &uuid, function, n).await)
+        })
     }
     .await;
     let _ = request(
@@ -342,17 +428,19 @@ fn counter(metrics: &str, name: &str, function: &str, extra: &str) -> f64 {
         .sum()
 }
 
-/// Enables the mapping and waits until `n` records reached the function.
+/// Enables the mapping and waits until `n` more records reached the function.
 async fn stratus_side(stratus: &Stratus, uuid: &str, function: &str, n: usize) -> anyhow::Result<Timing> {
     let metrics_url = stratus.proc.url("/metrics");
     let read = || async {
         let (_, body) = request(&stratus.client, "GET", &metrics_url, Bytes::new()).await?;
         anyhow::Ok(String::from_utf8_lossy(&body).into_owned())
     };
-    let before = counter(&read().await?, "esm_records_total", function, "");
+    let records = |m: &str| counter(m, "esm_records_total", function, "");
+    let batches = |m: &str| counter(m, "esm_batches_total", function, "outcome=\"ok\"");
+    let m0 = read().await?;
     let pid = stratus.proc.child.id();
-    let c0 = cpu_seconds(pid);
     let mapping_url = stratus.proc.url(&format!("/2015-03-31/event-source-mappings/{uuid}"));
+    let c0 = cpu_seconds(pid);
     let t0 = Instant::now();
     let (status, resp) =
         request(&stratus.client, "PUT", &mapping_url, Bytes::from_static(br#"{"Enabled": true}"#)).await?;
@@ -360,30 +448,36 @@ async fn stratus_side(stratus: &Stratus, uuid: &str, function: &str, n: usize) -
         bail!("enable the mapping: {status} {}", String::from_utf8_lossy(&resp));
     }
     let (mut first, mut done, mut progress) = (None, 0.0, Instant::now());
-    let metrics = loop {
+    let result = loop {
         tokio::time::sleep(METRICS_POLL).await;
         let m = read().await?;
-        let now = counter(&m, "esm_records_total", function, "") - before;
+        let now = records(&m) - records(&m0);
         if now > done {
             (done, progress) = (now, Instant::now());
             first.get_or_insert_with(|| t0.elapsed());
         }
         if done >= n as f64 {
-            break m;
+            break Ok((t0.elapsed(), m));
         }
         if progress.elapsed() > STALL {
             let (_, m) = request(&stratus.client, "GET", &mapping_url, Bytes::new()).await?;
-            bail!("Stratus delivered {done} of {n} records, then stalled: {}", String::from_utf8_lossy(&m));
+            let v: serde_json::Value = serde_json::from_slice(&m).unwrap_or_default();
+            break Err(anyhow::anyhow!(
+                "stalled after {done} of {n} records (nothing for {} s; State {}, LastProcessingResult {})",
+                STALL.as_secs(),
+                v["State"],
+                v["LastProcessingResult"]
+            ));
         }
     };
-    let total = t0.elapsed();
     let c1 = cpu_seconds(pid);
     // Stops polling before the next source is measured.
     let _ = request(&stratus.client, "PUT", &mapping_url, Bytes::from_static(br#"{"Enabled": false}"#)).await;
+    let (total, m) = result?;
     Ok(Timing {
         first: first.unwrap_or(total),
         total,
-        batches: counter(&metrics, "esm_batches_total", function, "outcome=\"ok\""),
+        batches: batches(&m) - batches(&m0),
         cpu: c1.0 - c0.0,
         function_cpu: c1.1 - c0.1,
     })
@@ -688,7 +782,7 @@ mod mqtt {
     }
 
     pub async fn produce(url: &str, base: &str, n: usize) -> anyhow::Result<()> {
-        let opts = options(url, &format!("bench-producer-{}", std::process::id()))?;
+        let opts = options(url, &format!("bench-producer-{}-{}", std::process::id(), base.replace('/', "-")))?;
         let (client, mut events) = AsyncClient::new(opts, 1000);
         let topic = format!("{base}/records");
         let publisher = tokio::spawn(async move {
@@ -717,7 +811,11 @@ mod mqtt {
         let mut opts = options(url, client_id)?;
         opts.set_clean_session(false);
         opts.set_manual_acks(true);
-        let (client, mut events) = AsyncClient::new(opts, BATCH);
+        // Room for every acknowledgement. The poller's request channel holds a batch: when the
+        // broker hands over more than that and the channel of publishes is full too, the event
+        // loop waits for this to take a publish while this waits for it to take an
+        // acknowledgement.
+        let (client, mut events) = AsyncClient::new(opts, n + BATCH);
         let (tx, mut rx) = tokio::sync::mpsc::channel(BATCH);
         let driver = tokio::spawn(async move {
             loop {
@@ -733,15 +831,20 @@ mod mqtt {
             }
         });
         let mut done = 0;
-        let mut batch = Vec::with_capacity(BATCH);
         while done < n {
-            while batch.len() < BATCH && done + batch.len() < n {
-                batch.push(next("MQTT", rx.recv()).await.with_context(|| format!("after {done} of {n}"))?);
+            // The poller's rule (`triggers::esm::gather` without a batching window): wait for a
+            // first message, then take what has arrived, up to a batch. How many the broker
+            // sends ahead of the acknowledgements is its own setting.
+            let mut batch = vec![next("MQTT", rx.recv()).await.with_context(|| format!("after {done} of {n}"))?];
+            while batch.len() < BATCH {
+                match tokio::time::timeout(Duration::from_micros(1), rx.recv()).await {
+                    Ok(Some(p)) => batch.push(p),
+                    Ok(None) => bail!("the MQTT consumer ended after {done} of {n}"),
+                    Err(_) => break,
+                }
             }
             for p in batch.drain(..) {
-                tokio::time::timeout(STALL, client.ack(&p))
-                    .await
-                    .with_context(|| format!("acknowledging, after {done} of {n}"))??;
+                client.ack(&p).await?;
                 done += 1;
             }
             progress.batch();
@@ -793,7 +896,7 @@ mod postgres {
         Ok(with_database(url, name))
     }
 
-    fn with_database(url: &str, name: &str) -> String {
+    pub(super) fn with_database(url: &str, name: &str) -> String {
         let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
         let scheme_end = base.find("://").map_or(0, |i| i + 3);
         let host_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
@@ -869,5 +972,31 @@ mod postgres {
             }
         }
         Ok(progress.end())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_read_per_function() {
+        let metrics = "# TYPE esm_records_total counter\n\
+            esm_records_total{account=\"000000000000\",function=\"esm-nats\"} 1200\n\
+            esm_records_total{account=\"000000000000\",function=\"esm-nats-2\"} 7\n\
+            esm_records_total_other{function=\"esm-nats\"} 9\n\
+            esm_batches_total{account=\"000000000000\",function=\"esm-nats\",outcome=\"ok\"} 12\n\
+            esm_batches_total{account=\"000000000000\",function=\"esm-nats\",outcome=\"failed\"} 3\n";
+        assert_eq!(counter(metrics, "esm_records_total", "esm-nats", ""), 1200.0);
+        assert_eq!(counter(metrics, "esm_batches_total", "esm-nats", "outcome=\"ok\""), 12.0);
+        assert_eq!(counter(metrics, "esm_records_total", "esm-redis", ""), 0.0);
+    }
+
+    #[test]
+    fn postgres_urls_name_another_database() {
+        let with = postgres::with_database;
+        assert_eq!(with("postgres://postgres@127.0.0.1:5432/app", "b"), "postgres://postgres@127.0.0.1:5432/b");
+        assert_eq!(with("postgres://u:p@h/app?sslmode=disable", "b"), "postgres://u:p@h/b?sslmode=disable");
+        assert_eq!(with("postgres://h:5432", "b"), "postgres://h:5432/b");
     }
 }

@@ -144,24 +144,37 @@ async fn deliver_group(p: &Poller, records: Vec<Record>) -> bool {
     true
 }
 
-/// The event a batch becomes.
-pub(super) fn event(p: &Poller, batch: &[Record]) -> Value {
+/// The event a batch becomes (JSON text, assembled from the records' own text).
+pub(super) fn event(p: &Poller, batch: &[Record]) -> String {
     let m = &p.mapping;
-    let arn = m.source.arn(p.invoker.scope());
-    if m.source.kind == SourceKind::RabbitMq {
-        // Amazon MQ for RabbitMQ: messages grouped by `queue::vhost`.
-        let vhost = super::rabbitmq::vhost(&m.source.endpoints[0]);
-        let messages: Vec<&Value> = batch.iter().map(|r| &r.body).collect();
-        return json!({
-            "eventSource": "aws:rmq",
-            "eventSourceArn": arn,
-            "rmqMessagesByQueue": { format!("{}::{vhost}", m.source.name): messages },
-        });
+    match m.source.kind {
+        SourceKind::RabbitMq => {
+            // Amazon MQ for RabbitMQ: messages grouped by `queue::vhost`.
+            let vhost = super::rabbitmq::vhost(&m.source.endpoints[0]);
+            let key = format!("{}::{vhost}", m.source.name);
+            format!(
+                r#"{{"eventSource":"aws:rmq","eventSourceArn":{},"rmqMessagesByQueue":{{{}:{}}}}}"#,
+                Value::from(m.source.arn(p.invoker.scope())),
+                Value::from(key),
+                json_array(batch.iter())
+            )
+        }
+        SourceKind::Kafka => super::kafka::event(m, batch),
+        _ => format!(r#"{{"Records":{}}}"#, json_array(batch.iter())),
     }
-    if m.source.kind == SourceKind::Kafka {
-        return super::kafka::event(m, batch);
+}
+
+/// `[body,body,…]`.
+pub(super) fn json_array<'a>(records: impl Iterator<Item = &'a Record>) -> String {
+    let mut out = String::from("[");
+    for (i, r) in records.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&r.body);
     }
-    json!({ "Records": batch.iter().map(|r| &r.body).collect::<Vec<_>>() })
+    out.push(']');
+    out
 }
 
 /// One invocation of `batch`; its outcome and request id.
@@ -172,13 +185,7 @@ async fn invoke(p: &Poller, batch: &[Record]) -> (Outcome, String) {
         let age = (now_ms() - last.arrival_ms).max(0) as f64;
         metrics::histogram!(invoke::meter::ITERATOR_AGE, "account" => p.invoker.scope().account.clone(), "function" => m.function.clone()).record(age);
     }
-    let payload = match serde_json::to_vec(&event(p, batch)) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(mapping = %m.uuid, error = %e, "cannot encode a batch");
-            return (Outcome::FailedFrom(0), request_id);
-        }
-    };
+    let payload = event(p, batch).into_bytes();
     if payload.len() > model::invoke::MAX_SYNC_PAYLOAD {
         // Lambda trims batches to the synchronous invocation limit; so does this.
         tracing::info!(mapping = %m.uuid, records = batch.len(), bytes = payload.len(), "batch over the 6 MB payload limit; splitting");
@@ -280,7 +287,7 @@ async fn on_failure(p: &Poller, records: &[Record], condition: &str, attempts: u
     });
     if !m.source.kind.is_stream() {
         // A queue's records are gone from the broker once acknowledged: the record keeps them.
-        info["payload"] = event(p, records);
+        info["payload"] = serde_json::from_str(&event(p, records)).unwrap_or(Value::Null);
     }
     let key = match m.source.kind {
         SourceKind::Nats => "NATSBatchInfo",
@@ -341,7 +348,7 @@ mod tests {
             partition: "p".into(),
             id: id.into(),
             arrival_ms: 0,
-            body: Value::Null,
+            body: "null".into(),
             token: super::super::Token::None,
         }
     }

@@ -91,23 +91,27 @@ impl Kafka {
             id: format!("{partition}:{}", m.offset()),
             partition,
             arrival_ms: ts,
-            body,
-            token: Token::Seq(m.offset() as u64),
+            body: body.to_string(),
+            token: Token::Kafka { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() },
         }
     }
 }
 
 /// The event a batch becomes: records grouped by `topic-partition`.
-pub(super) fn event(mapping: &Mapping, batch: &[Record]) -> Value {
-    let mut by_partition: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+pub(super) fn event(mapping: &Mapping, batch: &[Record]) -> String {
+    let mut by_partition: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
     for r in batch {
-        by_partition.entry(r.partition.as_str()).or_default().push(&r.body);
+        by_partition.entry(r.partition.as_str()).or_default().push(r);
     }
-    json!({
-        "eventSource": "SelfManagedKafka",
-        "bootstrapServers": mapping.source.endpoints.join(","),
-        "records": by_partition,
-    })
+    let records: Vec<String> = by_partition
+        .into_iter()
+        .map(|(p, rs)| format!("{}:{}", Value::from(p), super::deliver::json_array(rs.into_iter())))
+        .collect();
+    format!(
+        r#"{{"eventSource":"SelfManagedKafka","bootstrapServers":{},"records":{{{}}}}}"#,
+        Value::from(mapping.source.endpoints.join(",")),
+        records.join(",")
+    )
 }
 
 impl Source for Kafka {
@@ -123,10 +127,9 @@ impl Source for Kafka {
         Box::pin(async move {
             let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
             for r in done {
-                let (Some(topic), Some(p)) = (r.body["topic"].as_str(), r.body["partition"].as_i64()) else { continue };
-                let Token::Seq(offset) = r.token else { continue };
-                let e = next.entry((topic, p as i32)).or_default();
-                *e = (*e).max(offset as i64 + 1);
+                let Token::Kafka { topic, partition, offset } = &r.token else { continue };
+                let e = next.entry((topic.as_str(), *partition)).or_default();
+                *e = (*e).max(offset + 1);
             }
             if next.is_empty() {
                 return Ok(());

@@ -58,8 +58,9 @@ pub(crate) struct Record {
     pub id: String,
     /// When the broker received it (Unix ms).
     pub arrival_ms: i64,
-    /// The record as the function sees it.
-    pub body: Value,
+    /// The record as the function sees it, as JSON text (batches are assembled from it as
+    /// is; filters parse it only when the mapping has some).
+    pub body: String,
     /// What the source needs to acknowledge or checkpoint it.
     pub token: Token,
 }
@@ -69,6 +70,7 @@ pub(crate) enum Token {
     Seq(u64),
     Tag(u64),
     Mqtt(Arc<rumqttc::Publish>),
+    Kafka { topic: String, partition: i32, offset: i64 },
     None,
 }
 
@@ -364,8 +366,11 @@ impl Poller {
                     }
                 };
                 backoff = Duration::from_millis(250);
-                let wanted: Vec<Record> =
-                    batch.iter().filter(|r| model::filter::passes(&filters, &filter_view(&r.body))).cloned().collect();
+                let wanted: Vec<Record> = if filters.is_empty() {
+                    batch.clone()
+                } else {
+                    batch.iter().filter(|r| passes(&filters, &r.body)).cloned().collect()
+                };
                 if !wanted.is_empty() && !deliver::deliver(&self, wanted).await {
                     // Told to stop mid-batch: nothing is committed, so the batch comes again.
                     return;
@@ -383,6 +388,14 @@ impl Poller {
                 }
             }
         }
+    }
+}
+
+/// Whether a record (JSON text) passes the mapping's filters.
+fn passes(filters: &[model::filter::Pattern], body: &str) -> bool {
+    match serde_json::from_str::<Value>(body) {
+        Ok(v) => model::filter::passes(filters, &filter_view(&v)),
+        Err(_) => false,
     }
 }
 

@@ -127,7 +127,7 @@ impl Mqtt {
             "approximateArrivalTimestamp": arrival_ms as f64 / 1000.0,
             "data": b64(&p.payload),
         });
-        Record { partition: p.topic.clone(), id, arrival_ms, body, token: Token::Mqtt(Arc::new(p)) }
+        Record { partition: p.topic.clone(), id, arrival_ms, body: body.to_string(), token: Token::Mqtt(Arc::new(p)) }
     }
 }
 

@@ -15,6 +15,7 @@
 //!           "approximateArrivalTimestamp": 1545084650.987}}
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,6 @@ use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use futures_util::future::BoxFuture;
 use model::esm::{Mapping, StartingPosition};
-use serde_json::json;
 use store::Store;
 
 use super::{Error, Record, Source, Token, b64, gather, now_ms};
@@ -83,43 +83,60 @@ impl Nats {
     fn record(&self, msg: jetstream::Message) -> Result<Record, Error> {
         let info = msg.info()?;
         let seq = info.stream_sequence;
-        let arrival_ns = info.published.unix_timestamp_nanos();
-        let stream = info.stream.to_string();
-        let headers: serde_json::Map<String, serde_json::Value> = msg
+        let arrival_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
+        let headers: BTreeMap<&str, Vec<&str>> = msg
             .headers
             .as_ref()
-            .map(|h| {
-                h.iter()
-                    .map(|(k, vs)| (k.to_string(), json!(vs.iter().map(|v| v.as_str()).collect::<Vec<_>>())))
-                    .collect()
-            })
+            .map(|h| h.iter().map(|(k, vs)| (k.as_ref(), vs.iter().map(|v| v.as_str()).collect())).collect())
             .unwrap_or_default();
-        let subject = msg.subject.to_string();
-        let body = json!({
-            "eventSource": "stratus:nats",
-            "eventVersion": "1.0",
-            "eventID": format!("{stream}:{seq}"),
-            "eventName": "stratus:nats:record",
-            "awsRegion": self.region,
-            "eventSourceARN": self.arn,
-            "nats": {
-                "stream": stream,
-                "subject": subject,
-                "partitionKey": subject,
-                "sequenceNumber": seq.to_string(),
-                "data": b64(&msg.payload),
-                "headers": headers,
-                "approximateArrivalTimestamp": (arrival_ns / 1_000_000) as f64 / 1000.0,
+        let seq_text = seq.to_string();
+        let data = b64(&msg.payload);
+        // Written straight to JSON text: this is the hot path of a busy stream.
+        let body = serde_json::to_string(&NatsRecord {
+            event_source: "stratus:nats",
+            event_version: "1.0",
+            event_id: &format!("{}:{seq}", info.stream),
+            event_name: "stratus:nats:record",
+            aws_region: &self.region,
+            event_source_arn: &self.arn,
+            nats: NatsData {
+                stream: info.stream,
+                subject: &msg.subject,
+                partition_key: &msg.subject,
+                sequence_number: &seq_text,
+                data: &data,
+                headers,
+                approximate_arrival_timestamp: arrival_ms as f64 / 1000.0,
             },
-        });
-        Ok(Record {
-            partition: subject,
-            id: seq.to_string(),
-            arrival_ms: (arrival_ns / 1_000_000) as i64,
-            body,
-            token: Token::Seq(seq),
-        })
+        })?;
+        Ok(Record { partition: msg.subject.to_string(), id: seq_text, arrival_ms, body, token: Token::Seq(seq) })
     }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NatsRecord<'a> {
+    event_source: &'a str,
+    event_version: &'a str,
+    #[serde(rename = "eventID")]
+    event_id: &'a str,
+    event_name: &'a str,
+    aws_region: &'a str,
+    #[serde(rename = "eventSourceARN")]
+    event_source_arn: &'a str,
+    nats: NatsData<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NatsData<'a> {
+    stream: &'a str,
+    subject: &'a str,
+    partition_key: &'a str,
+    sequence_number: &'a str,
+    data: &'a str,
+    headers: BTreeMap<&'a str, Vec<&'a str>>,
+    approximate_arrival_timestamp: f64,
 }
 
 impl Source for Nats {

@@ -214,7 +214,8 @@ impl Postgres {
                 "dynamodb": ddb,
                 "eventSourceARN": self.arn,
                 "table": self.table,
-            }),
+            })
+            .to_string(),
             token: Token::Seq(row),
         })
     }

@@ -53,7 +53,8 @@ impl RabbitMq {
                 .await
                 .map_err(|_| "timed out connecting to RabbitMQ")??;
         let channel = conn.create_channel().await?;
-        let prefetch = mapping.batch_size.min(u32::from(u16::MAX)) as u16;
+        // Twice a batch: the next one arrives while this one is delivered (acks are per batch).
+        let prefetch = (mapping.batch_size * 2).min(u32::from(u16::MAX)) as u16;
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let queue = mapping.source.name.clone();
         let consumer = channel
@@ -102,7 +103,7 @@ impl RabbitMq {
             "redelivered": d.redelivered,
             "data": b64(&d.data),
         });
-        Record { partition: self.queue.clone(), id, arrival_ms, body, token: Token::Tag(tag) }
+        Record { partition: self.queue.clone(), id, arrival_ms, body: body.to_string(), token: Token::Tag(tag) }
     }
 }
 

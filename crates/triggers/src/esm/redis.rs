@@ -122,7 +122,8 @@ impl Redis {
                 "awsRegion": self.region,
                 "eventSourceARN": self.arn,
                 "redis": inner,
-            }),
+            })
+            .to_string(),
             token: Token::None,
         }
     }

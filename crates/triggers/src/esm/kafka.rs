@@ -115,10 +115,10 @@ pub(super) fn event(mapping: &Mapping, batch: &[Record]) -> String {
 }
 
 impl Source for Kafka {
-    fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
+    fn fetch(&mut self, max: usize, window: Duration, idle: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
         Box::pin(async move {
             let mut stream = self.consumer.stream();
-            let messages = gather(&mut stream, max, window).await?;
+            let messages = gather(&mut stream, max, window, idle).await?;
             Ok(messages.iter().map(Self::record).collect())
         })
     }

@@ -46,6 +46,9 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
 
 /// How long a fetch waits for a first record before looking again (and at its mapping).
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// How long the fetch of the next batch, while one is delivered, waits for a first record
+/// (the delivered batch is committed after it).
+const PREFETCH_IDLE: Duration = Duration::from_millis(50);
 /// The longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -78,25 +81,35 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// A connected source.
 pub(crate) trait Source: Send {
-    /// Up to `max` records: waits up to [`IDLE_POLL`] for a first one (returning none), then up
-    /// to `window` for more.
-    fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>>;
-    /// `done` (a prefix of what was fetched, in order) is processed.
+    /// Up to `max` records: waits up to `idle` for a first one (returning none), then up to
+    /// `window` for more.
+    fn fetch(&mut self, max: usize, window: Duration, idle: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>>;
+    /// Whether the next batch may be fetched while the last one is still being delivered
+    /// (committing a batch then must not depend on what was fetched after it).
+    fn prefetches(&self) -> bool {
+        true
+    }
+    /// `done` (everything the last fetch returned, in order) is processed.
     fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>>;
 }
 
-/// Reads a batch from a source's stream of messages: waits up to [`IDLE_POLL`] for the first
-/// (none: an empty batch), then up to `window` for more, at most `max` (without a window, only
-/// what has already arrived). The stream ending, or failing, is an error: nothing of the batch
-/// was committed, so it comes again.
-pub(crate) async fn gather<S, T, E>(stream: &mut S, max: usize, window: Duration) -> Result<Vec<T>, Error>
+/// Reads a batch from a source's stream of messages: waits up to `idle` for the first (none:
+/// an empty batch), then up to `window` for more, at most `max` (without a window, only what
+/// has already arrived). The stream ending, or failing, is an error: nothing of the batch was
+/// committed, so it comes again.
+pub(crate) async fn gather<S, T, E>(
+    stream: &mut S,
+    max: usize,
+    window: Duration,
+    idle: Duration,
+) -> Result<Vec<T>, Error>
 where
     S: futures_util::Stream<Item = Result<T, E>> + Unpin,
     E: Into<Error>,
 {
     use futures_util::StreamExt;
     let mut out = Vec::new();
-    let first = match tokio::time::timeout(IDLE_POLL, stream.next()).await {
+    let first = match tokio::time::timeout(idle, stream.next()).await {
         Err(_) => return Ok(out),
         Ok(None) => return Err("the connection to the source ended".into()),
         Ok(Some(m)) => m.map_err(Into::into)?,
@@ -347,22 +360,29 @@ impl Poller {
             };
             tracing::info!(mapping = %m.uuid, function = %m.function, source = %m.source.name, kind = ?m.source.kind, "event source mapping polling");
             self.status.lock().unwrap_or_else(|p| p.into_inner()).state = "Enabled";
+            // A batch fetched while the previous one was delivered.
+            let mut next: Option<Vec<Record>> = None;
             loop {
-                let fetched = tokio::select! {
-                    // Nothing fetched is committed yet: stopping here loses nothing.
-                    _ = self.stopped() => return,
-                    f = source.fetch(m.batch_size as usize, window) => f,
-                };
-                let batch = match fetched {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(mapping = %m.uuid, error = %e, "lost the event source; reconnecting");
-                        self.set_result(format!("PROBLEM: Connection error. {e}"));
-                        if self.pause(backoff).await {
-                            return;
+                let batch = match next.take() {
+                    Some(b) => b,
+                    None => {
+                        let fetched = tokio::select! {
+                            // Nothing fetched is committed yet: stopping here loses nothing.
+                            _ = self.stopped() => return,
+                            f = source.fetch(m.batch_size as usize, window, IDLE_POLL) => f,
+                        };
+                        match fetched {
+                            Ok(b) => b,
+                            Err(e) => {
+                                tracing::warn!(mapping = %m.uuid, error = %e, "lost the event source; reconnecting");
+                                self.set_result(format!("PROBLEM: Connection error. {e}"));
+                                if self.pause(backoff).await {
+                                    return;
+                                }
+                                backoff = (backoff * 2).min(MAX_BACKOFF);
+                                continue 'connect;
+                            }
                         }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue 'connect;
                     }
                 };
                 backoff = Duration::from_millis(250);
@@ -371,15 +391,32 @@ impl Poller {
                 } else {
                     batch.iter().filter(|r| passes(&filters, &r.body)).cloned().collect()
                 };
-                if !wanted.is_empty() && !deliver::deliver(&self, wanted).await {
-                    // Told to stop mid-batch: nothing is committed, so the batch comes again.
-                    return;
+                let mut lost = None;
+                if !wanted.is_empty() {
+                    let p = self.clone();
+                    let delivery = tokio::spawn(async move { deliver::deliver(&p, wanted).await });
+                    if source.prefetches() {
+                        // The next batch is read (and made into records) while this one runs.
+                        match source.fetch(m.batch_size as usize, window, PREFETCH_IDLE).await {
+                            Ok(b) if !b.is_empty() => next = Some(b),
+                            Ok(_) => {}
+                            Err(e) => lost = Some(e),
+                        }
+                    }
+                    match delivery.await {
+                        Ok(true) => {}
+                        // Told to stop mid-batch: nothing is committed, so the batch comes again.
+                        Ok(false) => return,
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(_) => return,
+                    }
                 }
                 // Also after an empty fetch: a source may have passed over records of no
                 // interest (PostgreSQL: other tables' transactions) and should say so.
-                if let Err(e) = source.commit(&batch).await {
-                    // Delivered but not committed: they will come again (at least once).
-                    tracing::warn!(mapping = %m.uuid, error = %e, "cannot commit the batch's progress; reconnecting (its records may be delivered again)");
+                let committed = source.commit(&batch).await.err().or(lost);
+                if let Some(e) = committed {
+                    // Delivered but perhaps not committed: they may come again (at least once).
+                    tracing::warn!(mapping = %m.uuid, error = %e, "lost the event source; reconnecting (the last batch may be delivered again)");
                     self.set_result(format!("PROBLEM: Connection error. {e}"));
                     if self.pause(backoff).await {
                         return;
@@ -458,12 +495,12 @@ mod tests {
     #[tokio::test]
     async fn gather_takes_at_most_max_and_fails_on_errors() {
         let mut s = futures_util::stream::iter((0..5).map(Ok::<_, Error>));
-        assert_eq!(gather(&mut s, 3, Duration::ZERO).await.unwrap(), [0, 1, 2]);
+        assert_eq!(gather(&mut s, 3, Duration::ZERO, IDLE_POLL).await.unwrap(), [0, 1, 2]);
         // The stream ending mid-batch is the connection going: nothing of it counts.
-        assert!(gather(&mut s, 3, Duration::from_millis(10)).await.is_err());
-        assert!(gather(&mut s, 3, Duration::ZERO).await.is_err());
+        assert!(gather(&mut s, 3, Duration::from_millis(10), IDLE_POLL).await.is_err());
+        assert!(gather(&mut s, 3, Duration::ZERO, IDLE_POLL).await.is_err());
         let mut bad = futures_util::stream::iter(vec![Ok(1), Err::<i32, Error>("lost".into())]);
-        assert!(gather(&mut bad, 3, Duration::from_millis(10)).await.is_err());
+        assert!(gather(&mut bad, 3, Duration::from_millis(10), IDLE_POLL).await.is_err());
     }
 
     #[test]

@@ -132,12 +132,12 @@ impl Mqtt {
 }
 
 impl Source for Mqtt {
-    fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
+    fn fetch(&mut self, max: usize, window: Duration, idle: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
         Box::pin(async move {
             let rx = &mut self.rx;
             let mut stream = futures_util::stream::poll_fn(|cx| rx.poll_recv(cx));
             // A dropped connection mid-batch fails it; the broker redelivers what was not acknowledged.
-            let publishes = gather(&mut stream, max, window).await?;
+            let publishes = gather(&mut stream, max, window, idle).await?;
             Ok(publishes.into_iter().map(|p| self.record(p)).collect())
         })
     }

@@ -140,9 +140,9 @@ struct NatsData<'a> {
 }
 
 impl Source for Nats {
-    fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
+    fn fetch(&mut self, max: usize, window: Duration, idle: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
         Box::pin(async move {
-            let messages = gather(&mut self.messages, max, window).await?;
+            let messages = gather(&mut self.messages, max, window, idle).await?;
             messages.into_iter().map(|m| self.record(m)).collect()
         })
     }

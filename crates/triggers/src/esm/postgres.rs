@@ -27,7 +27,7 @@ use model::esm::Mapping;
 use serde_json::{Map, Value, json};
 use tokio_postgres::{Client, NoTls};
 
-use super::{Error, IDLE_POLL, Record, Source, Token, now_ms};
+use super::{Error, Record, Source, Token, now_ms};
 
 pub(crate) struct Postgres {
     client: Client,
@@ -277,7 +277,7 @@ fn attribute(ty: &str, v: &Value) -> Value {
 }
 
 impl Source for Postgres {
-    fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
+    fn fetch(&mut self, max: usize, window: Duration, idle: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
         Box::pin(async move {
             let started = tokio::time::Instant::now();
             let mut pause = Duration::from_millis(20);
@@ -291,7 +291,7 @@ impl Source for Postgres {
                 let waited = started.elapsed();
                 if self.buffer.len() >= max
                     || (!self.buffer.is_empty() && waited >= window)
-                    || (self.buffer.is_empty() && waited >= IDLE_POLL)
+                    || (self.buffer.is_empty() && waited >= idle)
                 {
                     break;
                 }
@@ -301,6 +301,11 @@ impl Source for Postgres {
             let n = self.buffer.len().min(max);
             Ok(self.buffer.drain(..n).collect())
         })
+    }
+
+    /// The slot advances to what is done, judged by what is still in hand: no fetching ahead.
+    fn prefetches(&self) -> bool {
+        false
     }
 
     fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>> {

@@ -131,9 +131,9 @@ fn amqp_json(v: &AMQPValue) -> Value {
 }
 
 impl Source for RabbitMq {
-    fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
+    fn fetch(&mut self, max: usize, window: Duration, idle: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
         Box::pin(async move {
-            let deliveries = gather(&mut self.consumer, max, window).await?;
+            let deliveries = gather(&mut self.consumer, max, window, idle).await?;
             Ok(deliveries.into_iter().map(|d| self.record(d)).collect())
         })
     }

@@ -130,11 +130,11 @@ impl Redis {
 }
 
 impl Source for Redis {
-    fn fetch(&mut self, max: usize, window: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
+    fn fetch(&mut self, max: usize, window: Duration, idle: Duration) -> BoxFuture<'_, Result<Vec<Record>, Error>> {
         Box::pin(async move {
             // Entries pending since before a restart come first, as one batch.
             let pending = !self.pending_done;
-            let mut out = self.read(max, Some(IDLE_POLL)).await?;
+            let mut out = self.read(max, Some(idle)).await?;
             if out.is_empty() || window.is_zero() || pending {
                 return Ok(out);
             }
@@ -149,6 +149,12 @@ impl Source for Redis {
             }
             Ok(out)
         })
+    }
+
+    /// While the pending list is read (after a restart), reading again before acknowledging
+    /// would return the same entries.
+    fn prefetches(&self) -> bool {
+        self.pending_done
     }
 
     fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>> {

@@ -3,8 +3,8 @@
 //! NATS, Redis, PostgreSQL, RabbitMQ and MQTT).
 //!
 //! Every trigger invokes through `invoke::Invoker`, like the API; this crate knows the event
-//! shapes AWS sends functions (API Gateway payloads, S3 records, batches of stream and queue records), never the control plane's
-//! wire shapes.
+//! shapes AWS sends functions (API Gateway payloads, S3 records, batches of stream and queue
+//! records), never the control plane's wire shapes.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod esm;

@@ -8,7 +8,8 @@ The brokers are the end-to-end tests' (tests/e2e/brokers.py): NATS with JetStrea
 Mosquitto with persistence, Redis with the append-only file, RabbitMQ, PostgreSQL with
 wal_level=logical (and fsync=off), each on a free loopback port in a temporary directory, run
 as their own system users when this runs as root. The command gets STRATUS_BENCH_NATS,
-STRATUS_BENCH_REDIS, STRATUS_BENCH_POSTGRES, STRATUS_BENCH_RABBITMQ and STRATUS_BENCH_MQTT for
+STRATUS_BENCH_REDIS, STRATUS_BENCH_POSTGRES, STRATUS_BENCH_RABBITMQ, STRATUS_BENCH_MQTT and
+STRATUS_BENCH_KAFKA (tansu, a Kafka-compatible broker) for
 the brokers that started; one that is not installed (or PostgreSQL without wal2json) is left
 out with a note, and the bench skips that source.
 
@@ -45,6 +46,7 @@ KINDS = {
     "rabbitmq": brokers.RabbitMQ,
     "mqtt": BenchMqttBroker,
     "postgres": brokers.Postgres,
+    "kafka": brokers.KafkaBroker,
 }
 
 
@@ -57,7 +59,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not args.command:
         parser.error("give the command to run, e.g. target/release/stratus-bench mappings")
-    kinds = args.only.split(",") if args.only else list(KINDS)
+    # Kafka (tansu) only when asked: its second round fails (BENCHMARKS.md, event source mappings).
+    kinds = args.only.split(",") if args.only else [k for k in KINDS if k != "kafka"]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         parser.error(f"unknown kinds: {', '.join(unknown)}")

@@ -141,6 +141,9 @@ enum Cmd {
         rabbitmq: Option<String>,
         #[arg(long, env = "STRATUS_BENCH_MQTT")]
         mqtt: Option<String>,
+        /// Bootstrap servers (`host:port`); topics are created and deleted by the bench.
+        #[arg(long, env = "STRATUS_BENCH_KAFKA")]
+        kafka: Option<String>,
         /// Records per side and source (rounded up to a whole number of batches).
         #[arg(long, default_value_t = 50_000)]
         records: usize,
@@ -201,7 +204,12 @@ impl Proc {
     }
 
     fn start_lines(mut cmd: Command, lines: usize) -> anyhow::Result<Self> {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("cannot start process")?;
+        // STRATUS_BENCH_LOG=FILE keeps the processes' logs (appended), to see why a run failed.
+        let stderr = match std::env::var_os("STRATUS_BENCH_LOG") {
+            Some(path) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+            None => Stdio::null(),
+        };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().context("cannot start process")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut reader = BufReader::new(stdout);
         let mut addrs = Vec::new();
@@ -990,8 +998,8 @@ fn main() -> anyhow::Result<()> {
             }
             Cmd::Objects { seconds, events } => objects::objects(&cli.bin_dir, seconds, events).await,
             Cmd::Schedules { count, idle_secs } => schedules::schedules(&cli.bin_dir, count, idle_secs).await,
-            Cmd::Mappings { nats, redis, postgres, rabbitmq, mqtt, records, pg_records, rounds } => {
-                let brokers = mappings::Brokers { nats, redis, postgres, rabbitmq, mqtt };
+            Cmd::Mappings { nats, redis, postgres, rabbitmq, mqtt, kafka, records, pg_records, rounds } => {
+                let brokers = mappings::Brokers { nats, redis, postgres, rabbitmq, mqtt, kafka };
                 mappings::mappings(&cli.bin_dir, &brokers, records, pg_records, rounds).await
             }
             Cmd::All => {
@@ -1010,6 +1018,7 @@ fn main() -> anyhow::Result<()> {
                     postgres: var("STRATUS_BENCH_POSTGRES"),
                     rabbitmq: var("STRATUS_BENCH_RABBITMQ"),
                     mqtt: var("STRATUS_BENCH_MQTT"),
+                    kafka: var("STRATUS_BENCH_KAFKA"),
                 };
                 if brokers.any() {
                     mappings::mappings(&cli.bin_dir, &brokers, 50_000, 10_000, 2).await

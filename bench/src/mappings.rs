@@ -61,6 +61,7 @@ pub struct Brokers {
     pub postgres: Option<String>,
     pub rabbitmq: Option<String>,
     pub mqtt: Option<String>,
+    pub kafka: Option<String>,
 }
 
 impl Brokers {
@@ -74,6 +75,7 @@ impl Brokers {
             (Kind::Redis, &self.redis),
             (Kind::RabbitMq, &self.rabbitmq),
             (Kind::Mqtt, &self.mqtt),
+            (Kind::Kafka, &self.kafka),
             (Kind::Postgres, &self.postgres),
         ]
         .into_iter()
@@ -88,6 +90,7 @@ enum Kind {
     Postgres,
     RabbitMq,
     Mqtt,
+    Kafka,
 }
 
 impl Kind {
@@ -98,6 +101,7 @@ impl Kind {
             Kind::Postgres => "PostgreSQL (wal2json)",
             Kind::RabbitMq => "RabbitMQ",
             Kind::Mqtt => "MQTT (Mosquitto)",
+            Kind::Kafka => "Kafka (tansu)",
         }
     }
 
@@ -108,6 +112,7 @@ impl Kind {
             Kind::Postgres => "postgres",
             Kind::RabbitMq => "rabbitmq",
             Kind::Mqtt => "mqtt",
+            Kind::Kafka => "kafka",
         }
     }
 }
@@ -329,6 +334,11 @@ async fn source(
                 mqtt::produce(our_url, &ours.base, n).await?;
                 Box::pin(mqtt::consume(plain_url, &mqtt_ids[0], n))
             }
+            Kind::Kafka => {
+                kafka::produce(plain_url, &plain.name, n).await?;
+                kafka::produce(our_url, &ours.name, n).await?;
+                Box::pin(kafka::consume(plain_url, &plain.name, n))
+            }
             Kind::Postgres => {
                 // The slots exist before the rows are written (the mapping's is `stratus_<UUID>`).
                 postgres::prepare(plain_url, &plain.name, &pg_slots[0]).await?;
@@ -365,6 +375,7 @@ async fn source(
             }
         }
         Kind::Postgres => postgres::delete(url, &[(&plain.name, &pg_slots[0]), (&ours.name, &pg_slots[1])]).await,
+        Kind::Kafka => kafka::delete(url, &[&plain.name, &ours.name]).await,
     }
     result
 }
@@ -396,12 +407,13 @@ async fn create_mapping(
         Kind::Postgres => ("POSTGRES_SERVERS", json!({"Topics": [format!("public.{}", names.name)]})),
         Kind::RabbitMq => ("RABBITMQ_BROKERS", json!({"Queues": [names.name]})),
         Kind::Mqtt => ("MQTT_BROKERS", json!({"Topics": [format!("{}/#", names.base)]})),
+        Kind::Kafka => ("KAFKA_BOOTSTRAP_SERVERS", json!({"Topics": [names.name]})),
     };
     body["SelfManagedEventSource"] = json!({"Endpoints": {key: [url]}});
     for (k, v) in source.as_object().into_iter().flatten() {
         body[k] = v.clone();
     }
-    if matches!(kind, Kind::Nats | Kind::Redis | Kind::Postgres) {
+    if matches!(kind, Kind::Nats | Kind::Redis | Kind::Postgres | Kind::Kafka) {
         body["StartingPosition"] = json!("TRIM_HORIZON");
     }
     let (status, resp) = request(
@@ -595,6 +607,82 @@ mod nats {
             for name in names {
                 let _ = js.delete_stream(name).await;
             }
+        }
+    }
+}
+
+mod kafka {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{ClientConfig, Message};
+
+    use super::*;
+
+    fn admin(url: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+        Ok(ClientConfig::new().set("bootstrap.servers", url).create()?)
+    }
+
+    /// A one-partition topic with `n` records (order is per partition, as the poller keeps it).
+    pub async fn produce(url: &str, topic: &str, n: usize) -> anyhow::Result<()> {
+        let created = admin(url)?
+            .create_topics(&[NewTopic::new(topic, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+            .await?;
+        for r in created {
+            r.map_err(|(t, e)| anyhow::anyhow!("create topic {t}: {e}"))?;
+        }
+        let producer: FutureProducer =
+            ClientConfig::new().set("bootstrap.servers", url).set("linger.ms", "5").create()?;
+        let mut pending = Vec::with_capacity(1000);
+        for i in 0..n {
+            let body = payload(i);
+            pending.push(producer.send_result(FutureRecord::<(), _>::to(topic).payload(&body)).map_err(|(e, _)| e)?);
+            if pending.len() == 1000 {
+                for d in pending.drain(..) {
+                    d.await?.map_err(|(e, _)| e)?;
+                }
+            }
+        }
+        for d in pending {
+            d.await?.map_err(|(e, _)| e)?;
+        }
+        Ok(())
+    }
+
+    /// A consumer group reading batches of 100 and committing each, as the poller does.
+    pub async fn consume(url: &str, topic: &str, n: usize) -> anyhow::Result<(Duration, Duration, usize)> {
+        let mut progress = Progress::start();
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", url)
+            .set("group.id", format!("plain-{topic}"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        let mut done = 0;
+        while done < n {
+            let mut last = None;
+            let mut got = 0;
+            while got < BATCH && done + got < n {
+                let m = next("Kafka", async { consumer.recv().await.ok() }).await?;
+                last = Some((m.partition(), m.offset()));
+                got += 1;
+            }
+            if let Some((p, o)) = last {
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(o + 1))?;
+                consumer.commit(&tpl, CommitMode::Async)?;
+            }
+            done += got;
+            progress.batch();
+        }
+        Ok(progress.end())
+    }
+
+    pub async fn delete(url: &str, topics: &[&str]) {
+        if let Ok(a) = admin(url) {
+            let _ = a.delete_topics(topics, &AdminOptions::new()).await;
         }
     }
 }

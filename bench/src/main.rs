@@ -287,8 +287,14 @@ impl Stratus {
         Ok(())
     }
 
+    /// Retires `name`'s warm environments (a configuration change does that).
     async fn retire(&self, name: &str, i: usize) -> anyhow::Result<()> {
-        let body = serde_json::json!({ "Environment": { "Variables": { "ITERATION": i.to_string() } } });
+        self.set_env(name, serde_json::json!({ "ITERATION": i.to_string() })).await
+    }
+
+    /// Sets `name`'s environment variables (UpdateFunctionConfiguration).
+    async fn set_env(&self, name: &str, variables: serde_json::Value) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "Environment": { "Variables": variables } });
         let url = self.proc.url(&format!("/2015-03-31/functions/{name}/configuration"));
         let (status, _) = request(&self.client, "PUT", &url, body.to_string().into()).await?;
         if status != 200 {

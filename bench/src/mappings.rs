@@ -12,7 +12,8 @@
 //!   connecting to the last batch's step.
 //! - Stratus: a mapping with `BatchSize` [`BATCH`] (created disabled, so the backlog waits)
 //!   is enabled with `UpdateEventSourceMapping`; it invokes a warm no-op Rust function
-//!   (`examples/rust-echo`, which returns its event). Timed from that request until the
+//!   (`examples/rust-echo` with `RUST_ECHO_NOOP`: the `lambda_runtime` crate reads the event
+//!   as `serde::de::IgnoredAny` and the function returns null). Timed from that request until the
 //!   function's `esm_records_total` on `/metrics` (counted as each batch's invocation returns,
 //!   before the poller's commit) has grown by the number of records, read every
 //!   [`METRICS_POLL`]; its `esm_batches_total` gives the batches.
@@ -171,6 +172,8 @@ pub async fn mappings(
         let n = n.div_ceil(BATCH) * BATCH;
         let function = format!("esm-{}", kind.short());
         stratus.create(&function, "provided.al2023", "bootstrap", &zip).await?;
+        // A no-op: the function reads each event without keeping it and returns null.
+        stratus.set_env(&function, serde_json::json!({ "RUST_ECHO_NOOP": "1" })).await?;
         // Warm: the first batch should not pay for a cold start (the plain side has none).
         let (status, _) =
             request(&stratus.client, "POST", &stratus.invoke_url(&function), Bytes::from_static(EVENT.as_bytes()))

@@ -2,8 +2,13 @@
 //!
 //! It echoes its event back, except for a few commands the tests use:
 //! `{"fail": "msg"}` returns an error; `{"context": true}` returns the context it saw.
+//!
+//! With `RUST_ECHO_NOOP` set in its environment it is a no-op instead: it reads each event
+//! without keeping it (the JSON is still checked) and returns `null`, as a function that does
+//! nothing with its records would. The benchmarks use it where the platform's cost is measured.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
@@ -25,7 +30,14 @@ async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
     Ok(payload)
 }
 
+async fn noop(_: LambdaEvent<IgnoredAny>) -> Result<(), Error> {
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
+    if std::env::var_os("RUST_ECHO_NOOP").is_some() {
+        return lambda_runtime::run(service_fn(noop)).await;
+    }
     lambda_runtime::run(service_fn(handler)).await
 }

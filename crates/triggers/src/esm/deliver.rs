@@ -160,13 +160,25 @@ pub(super) fn event(p: &Poller, batch: &[Record]) -> String {
             )
         }
         SourceKind::Kafka => super::kafka::event(m, batch),
-        _ => format!(r#"{{"Records":{}}}"#, json_array(batch.iter())),
+        _ => {
+            let mut out = String::with_capacity(16 + batch.iter().map(|r| r.body.len() + 1).sum::<usize>());
+            out.push_str(r#"{"Records":"#);
+            push_array(&mut out, batch.iter());
+            out.push('}');
+            out
+        }
     }
 }
 
 /// `[body,body,…]`.
-pub(super) fn json_array<'a>(records: impl Iterator<Item = &'a Record>) -> String {
-    let mut out = String::from("[");
+pub(super) fn json_array<'a>(records: impl Iterator<Item = &'a Record> + Clone) -> String {
+    let mut out = String::with_capacity(2 + records.clone().map(|r| r.body.len() + 1).sum::<usize>());
+    push_array(&mut out, records);
+    out
+}
+
+fn push_array<'a>(out: &mut String, records: impl Iterator<Item = &'a Record>) {
+    out.push('[');
     for (i, r) in records.enumerate() {
         if i > 0 {
             out.push(',');
@@ -174,7 +186,6 @@ pub(super) fn json_array<'a>(records: impl Iterator<Item = &'a Record>) -> Strin
         out.push_str(&r.body);
     }
     out.push(']');
-    out
 }
 
 /// One invocation of `batch`; its outcome and request id.

@@ -20,6 +20,7 @@ mod nats;
 mod postgres;
 mod rabbitmq;
 mod redis;
+mod text;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -107,8 +108,8 @@ where
     S: futures_util::Stream<Item = Result<T, E>> + Unpin,
     E: Into<Error>,
 {
-    use futures_util::StreamExt;
-    let mut out = Vec::new();
+    use futures_util::{FutureExt, StreamExt};
+    let mut out = Vec::with_capacity(max.min(1024));
     let first = match tokio::time::timeout(idle, stream.next()).await {
         Err(_) => return Ok(out),
         Ok(None) => return Err("the connection to the source ended".into()),
@@ -116,7 +117,25 @@ where
     };
     out.push(first);
     let deadline = tokio::time::Instant::now() + window;
+    let mut yielded = false;
     while out.len() < max {
+        // What has already arrived is taken without a timer.
+        match stream.next().now_or_never() {
+            Some(Some(m)) => {
+                out.push(m.map_err(Into::into)?);
+                continue;
+            }
+            Some(None) => return Err("the connection to the source ended".into()),
+            None if window.is_zero() => {
+                // Not ready, or this task used up its turn: one yield tells which.
+                if std::mem::replace(&mut yielded, true) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+                continue;
+            }
+            None => {}
+        }
         let wait = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_micros(1));
         match tokio::time::timeout(wait, stream.next()).await {
             Ok(Some(m)) => out.push(m.map_err(Into::into)?),
@@ -362,10 +381,21 @@ impl Poller {
             self.status.lock().unwrap_or_else(|p| p.into_inner()).state = "Enabled";
             // A batch fetched while the previous one was delivered.
             let mut next: Option<Vec<Record>> = None;
+            // A delivered batch whose commit runs alongside the next batch's invocation.
+            let mut uncommitted: Option<Vec<Record>> = None;
             loop {
                 let batch = match next.take() {
                     Some(b) => b,
                     None => {
+                        // Nothing is in hand: what is done is committed before waiting for more.
+                        if let Some(done) = uncommitted.take()
+                            && let Err(e) = source.commit(&done).await
+                        {
+                            if self.lost_source(&e, backoff).await {
+                                return;
+                            }
+                            continue 'connect;
+                        }
                         let fetched = tokio::select! {
                             // Nothing fetched is committed yet: stopping here loses nothing.
                             _ = self.stopped() => return,
@@ -392,10 +422,16 @@ impl Poller {
                     batch.iter().filter(|r| passes(&filters, &r.body)).cloned().collect()
                 };
                 let mut lost = None;
-                if !wanted.is_empty() {
+                let delivered = !wanted.is_empty();
+                if delivered {
                     let p = self.clone();
                     let delivery = tokio::spawn(async move { deliver::deliver(&p, wanted).await });
-                    if source.prefetches() {
+                    // The invocation starts first; the work below overlaps with the function.
+                    tokio::task::yield_now().await;
+                    if let Some(done) = uncommitted.take() {
+                        lost = source.commit(&done).await.err();
+                    }
+                    if lost.is_none() && source.prefetches() {
                         // The next batch is read (and made into records) while this one runs.
                         match source.fetch(m.batch_size as usize, window, PREFETCH_IDLE).await {
                             Ok(b) if !b.is_empty() => next = Some(b),
@@ -405,26 +441,42 @@ impl Poller {
                     }
                     match delivery.await {
                         Ok(true) => {}
-                        // Told to stop mid-batch: nothing is committed, so the batch comes again.
+                        // Told to stop mid-batch: nothing of it is committed, so it comes again.
                         Ok(false) => return,
                         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                         Err(_) => return,
                     }
                 }
+                if delivered && lost.is_none() && source.prefetches() {
+                    // Committed while the next batch runs, or before the next wait for records.
+                    uncommitted = Some(batch);
+                    continue;
+                }
                 // Also after an empty fetch: a source may have passed over records of no
                 // interest (PostgreSQL: other tables' transactions) and should say so.
-                let committed = source.commit(&batch).await.err().or(lost);
-                if let Some(e) = committed {
-                    // Delivered but perhaps not committed: they may come again (at least once).
-                    tracing::warn!(mapping = %m.uuid, error = %e, "lost the event source; reconnecting (the last batch may be delivered again)");
-                    self.set_result(format!("PROBLEM: Connection error. {e}"));
-                    if self.pause(backoff).await {
+                let mut committed = Ok(());
+                if let Some(done) = uncommitted.take() {
+                    committed = source.commit(&done).await;
+                }
+                if committed.is_ok() {
+                    committed = source.commit(&batch).await;
+                }
+                if let Some(e) = committed.err().or(lost) {
+                    if self.lost_source(&e, backoff).await {
                         return;
                     }
                     continue 'connect;
                 }
             }
         }
+    }
+
+    /// Reports a source lost after a batch was delivered (it may come again: at least once)
+    /// and waits `backoff` before reconnecting; `true` if told to stop meanwhile.
+    async fn lost_source(&self, e: &Error, backoff: Duration) -> bool {
+        tracing::warn!(mapping = %self.mapping.uuid, error = %e, "lost the event source; reconnecting (the last batch may be delivered again)");
+        self.set_result(format!("PROBLEM: Connection error. {e}"));
+        self.pause(backoff).await
     }
 }
 

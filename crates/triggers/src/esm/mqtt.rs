@@ -19,10 +19,10 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use model::esm::Mapping;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Error, Record, Source, Token, b64, gather, now_ms};
+use super::text::Obj;
+use super::{Error, Record, Source, Token, gather, now_ms};
 
 pub(crate) struct Mqtt {
     client: AsyncClient,
@@ -115,19 +115,12 @@ impl Mqtt {
     fn record(&self, p: rumqttc::Publish) -> Record {
         let arrival_ms = now_ms();
         let id = uuid::Uuid::new_v4().to_string();
-        let body = json!({
-            "eventSource": "stratus:mqtt",
-            "eventSourceARN": self.arn,
-            "awsRegion": self.region,
-            "messageId": id,
-            "topic": p.topic,
-            "qos": p.qos as u8,
-            "retain": p.retain,
-            "dup": p.dup,
-            "approximateArrivalTimestamp": arrival_ms as f64 / 1000.0,
-            "data": b64(&p.payload),
-        });
-        Record { partition: p.topic.clone(), id, arrival_ms, body: body.to_string(), token: Token::Mqtt(Arc::new(p)) }
+        let mut o = Obj::new(320 + p.payload.len() * 4 / 3);
+        o.str("eventSource", "stratus:mqtt").str("eventSourceARN", &self.arn).str("awsRegion", &self.region);
+        o.str("messageId", &id).str("topic", &p.topic).num("qos", p.qos as u8).num("retain", p.retain);
+        o.num("dup", p.dup).seconds("approximateArrivalTimestamp", arrival_ms).b64("data", &p.payload);
+        let body = o.finish();
+        Record { partition: p.topic.clone(), id, arrival_ms, body, token: Token::Mqtt(Arc::new(p)) }
     }
 }
 

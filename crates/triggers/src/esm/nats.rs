@@ -25,7 +25,8 @@ use futures_util::future::BoxFuture;
 use model::esm::{Mapping, StartingPosition};
 use store::Store;
 
-use super::{Error, Record, Source, Token, b64, gather, now_ms};
+use super::text::Obj;
+use super::{Error, Record, Source, Token, gather, now_ms};
 
 const PARTITION: &str = "stream";
 
@@ -84,59 +85,24 @@ impl Nats {
         let info = msg.info()?;
         let seq = info.stream_sequence;
         let arrival_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
-        let headers: BTreeMap<&str, Vec<&str>> = msg
-            .headers
-            .as_ref()
-            .map(|h| h.iter().map(|(k, vs)| (k.as_ref(), vs.iter().map(|v| v.as_str()).collect())).collect())
-            .unwrap_or_default();
+        let headers = match msg.headers.as_ref() {
+            Some(h) if !h.is_empty() => {
+                let map: BTreeMap<&str, Vec<&str>> =
+                    h.iter().map(|(k, vs)| (k.as_ref(), vs.iter().map(|v| v.as_str()).collect())).collect();
+                serde_json::to_string(&map)?
+            }
+            _ => "{}".to_string(),
+        };
         let seq_text = seq.to_string();
-        let data = b64(&msg.payload);
-        // Written straight to JSON text: this is the hot path of a busy stream.
-        let body = serde_json::to_string(&NatsRecord {
-            event_source: "stratus:nats",
-            event_version: "1.0",
-            event_id: &format!("{}:{seq}", info.stream),
-            event_name: "stratus:nats:record",
-            aws_region: &self.region,
-            event_source_arn: &self.arn,
-            nats: NatsData {
-                stream: info.stream,
-                subject: &msg.subject,
-                partition_key: &msg.subject,
-                sequence_number: &seq_text,
-                data: &data,
-                headers,
-                approximate_arrival_timestamp: arrival_ms as f64 / 1000.0,
-            },
-        })?;
+        let mut o = Obj::new(320 + msg.payload.len() * 4 / 3);
+        o.str("eventSource", "stratus:nats").str("eventVersion", "1.0").str2("eventID", info.stream, ':', &seq_text);
+        o.str("eventName", "stratus:nats:record").str("awsRegion", &self.region).str("eventSourceARN", &self.arn);
+        o.begin("nats").str("stream", info.stream).str("subject", &msg.subject).str("partitionKey", &msg.subject);
+        o.str("sequenceNumber", &seq_text).b64("data", &msg.payload).raw("headers", &headers);
+        o.seconds("approximateArrivalTimestamp", arrival_ms);
+        let body = o.finish();
         Ok(Record { partition: msg.subject.to_string(), id: seq_text, arrival_ms, body, token: Token::Seq(seq) })
     }
-}
-
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct NatsRecord<'a> {
-    event_source: &'a str,
-    event_version: &'a str,
-    #[serde(rename = "eventID")]
-    event_id: &'a str,
-    event_name: &'a str,
-    aws_region: &'a str,
-    #[serde(rename = "eventSourceARN")]
-    event_source_arn: &'a str,
-    nats: NatsData<'a>,
-}
-
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct NatsData<'a> {
-    stream: &'a str,
-    subject: &'a str,
-    partition_key: &'a str,
-    sequence_number: &'a str,
-    data: &'a str,
-    headers: BTreeMap<&'a str, Vec<&'a str>>,
-    approximate_arrival_timestamp: f64,
 }
 
 impl Source for Nats {

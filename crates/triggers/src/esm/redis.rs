@@ -23,9 +23,9 @@ use model::esm::{Mapping, StartingPosition};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
-use serde_json::{Map, Value, json};
 
-use super::{Error, IDLE_POLL, Record, Source, Token, b64};
+use super::text::Obj;
+use super::{Error, IDLE_POLL, Record, Source, Token};
 
 pub(crate) struct Redis {
     conn: MultiplexedConnection,
@@ -91,41 +91,30 @@ impl Redis {
 
     fn record(&self, e: redis::streams::StreamId) -> Record {
         let ms: i64 = e.id.split('-').next().and_then(|m| m.parse().ok()).unwrap_or(0);
-        let mut fields = Map::new();
-        let mut binary = Map::new();
-        for (k, v) in e.map {
+        let mut o = Obj::new(384);
+        o.str("eventSource", "stratus:redis").str("eventVersion", "1.0").str2("eventID", &self.key, ':', &e.id);
+        o.str("eventName", "stratus:redis:record").str("awsRegion", &self.region).str("eventSourceARN", &self.arn);
+        o.begin("redis").str("stream", &self.key).str("sequenceNumber", &e.id).begin("fields");
+        let mut binary = Vec::new();
+        for (k, v) in &e.map {
             if let redis::Value::BulkString(bytes) = v {
-                match String::from_utf8(bytes) {
-                    Ok(s) => fields.insert(k, Value::String(s)),
-                    Err(b) => binary.insert(k, Value::String(b64(b.as_bytes()))),
-                };
+                match std::str::from_utf8(bytes) {
+                    Ok(s) => {
+                        o.str(k, s);
+                    }
+                    Err(_) => binary.push((k, bytes)),
+                }
             }
         }
-        let mut inner = json!({
-            "stream": self.key,
-            "sequenceNumber": e.id,
-            "fields": fields,
-            "approximateArrivalTimestamp": ms as f64 / 1000.0,
-        });
+        o.end().seconds("approximateArrivalTimestamp", ms);
         if !binary.is_empty() {
-            inner["binaryFields"] = Value::Object(binary);
+            o.begin("binaryFields");
+            for (k, bytes) in binary {
+                o.b64(k, bytes);
+            }
+            o.end();
         }
-        Record {
-            partition: self.key.clone(),
-            id: e.id.clone(),
-            arrival_ms: ms,
-            body: json!({
-                "eventSource": "stratus:redis",
-                "eventVersion": "1.0",
-                "eventID": format!("{}:{}", self.key, e.id),
-                "eventName": "stratus:redis:record",
-                "awsRegion": self.region,
-                "eventSourceARN": self.arn,
-                "redis": inner,
-            })
-            .to_string(),
-            token: Token::None,
-        }
+        Record { partition: self.key.clone(), id: e.id, arrival_ms: ms, body: o.finish(), token: Token::None }
     }
 }
 

@@ -109,12 +109,14 @@ impl Db {
         position: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO esm_checkpoints (uuid, partition, position, updated_ms)
-             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM event_source_mappings WHERE uuid = ?1)
-             ON CONFLICT (uuid, partition) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms",
-            params![uuid, partition, position, now_ms],
-        )?;
+        // Cached: a busy mapping writes its checkpoint after every batch.
+        self.conn
+            .prepare_cached(
+                "INSERT INTO esm_checkpoints (uuid, partition, position, updated_ms)
+                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM event_source_mappings WHERE uuid = ?1)
+                 ON CONFLICT (uuid, partition) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms",
+            )?
+            .execute(params![uuid, partition, position, now_ms])?;
         Ok(())
     }
 }

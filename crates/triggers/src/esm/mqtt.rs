@@ -28,8 +28,8 @@ pub(crate) struct Mqtt {
     client: AsyncClient,
     rx: mpsc::UnboundedReceiver<Result<rumqttc::Publish, String>>,
     driver: tokio::task::JoinHandle<()>,
-    arn: String,
-    region: String,
+    /// The members every record has: `eventSource`, `eventSourceARN`, `awsRegion`.
+    shared: String,
 }
 
 impl Drop for Mqtt {
@@ -109,15 +109,17 @@ impl Mqtt {
                 return Err("timed out connecting to the MQTT broker".into());
             }
         }
-        Ok(Self { client, rx, driver, arn: mapping.source.arn(scope), region: scope.region.clone() })
+        let mut shared = Obj::new(256);
+        shared.str("eventSource", "stratus:mqtt").str("eventSourceARN", &mapping.source.arn(scope));
+        shared.str("awsRegion", &scope.region);
+        Ok(Self { client, rx, driver, shared: shared.rendered() })
     }
 
     fn record(&self, p: rumqttc::Publish) -> Record {
         let arrival_ms = now_ms();
         let id = uuid::Uuid::new_v4().to_string();
         let mut o = Obj::new(320 + p.payload.len() * 4 / 3);
-        o.str("eventSource", "stratus:mqtt").str("eventSourceARN", &self.arn).str("awsRegion", &self.region);
-        o.str("messageId", &id).str("topic", &p.topic).num("qos", p.qos as u8).num("retain", p.retain);
+        o.members(&self.shared).str("messageId", &id).str("topic", &p.topic).num("qos", p.qos as u8).num("retain", p.retain);
         o.num("dup", p.dup).seconds("approximateArrivalTimestamp", arrival_ms).b64("data", &p.payload);
         let body = o.finish();
         Record { partition: p.topic.clone(), id, arrival_ms, body, token: Token::Mqtt(Arc::new(p)) }

@@ -34,8 +34,8 @@ pub(crate) struct Nats {
     mapping: Arc<Mapping>,
     store: Store,
     messages: jetstream::consumer::pull::Ordered,
-    arn: String,
-    region: String,
+    /// The members every record has: `eventSource` … `eventSourceARN`.
+    shared: String,
 }
 
 impl Nats {
@@ -78,7 +78,10 @@ impl Nats {
             })
             .await?;
         let messages = consumer.messages().await?;
-        Ok(Self { arn: mapping.source.arn(scope), region: scope.region.clone(), mapping, store, messages })
+        let mut shared = Obj::new(256);
+        shared.str("eventSource", "stratus:nats").str("eventVersion", "1.0").str("eventName", "stratus:nats:record");
+        shared.str("awsRegion", &scope.region).str("eventSourceARN", &mapping.source.arn(scope));
+        Ok(Self { shared: shared.rendered(), mapping, store, messages })
     }
 
     fn record(&self, msg: jetstream::Message) -> Result<Record, Error> {
@@ -95,9 +98,7 @@ impl Nats {
         };
         let seq_text = seq.to_string();
         let mut o = Obj::new(320 + msg.payload.len() * 4 / 3);
-        o.str("eventSource", "stratus:nats").str("eventVersion", "1.0").str2("eventID", info.stream, ':', &seq_text);
-        o.str("eventName", "stratus:nats:record").str("awsRegion", &self.region).str("eventSourceARN", &self.arn);
-        o.begin("nats").str("stream", info.stream).str("subject", &msg.subject).str("partitionKey", &msg.subject);
+        o.members(&self.shared).str2("eventID", info.stream, ':', &seq_text).begin("nats").str("stream", info.stream).str("subject", &msg.subject).str("partitionKey", &msg.subject);
         o.str("sequenceNumber", &seq_text).b64("data", &msg.payload).raw("headers", &headers);
         o.seconds("approximateArrivalTimestamp", arrival_ms);
         let body = o.finish();

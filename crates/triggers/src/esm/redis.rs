@@ -34,8 +34,8 @@ pub(crate) struct Redis {
     consumer: String,
     /// Whether the pending list (read again after a restart) is drained.
     pending_done: bool,
-    arn: String,
-    region: String,
+    /// The members every record has: `eventSource` … `eventSourceARN`.
+    shared: String,
 }
 
 impl Redis {
@@ -63,15 +63,10 @@ impl Redis {
         {
             return Err(e.into());
         }
-        Ok(Self {
-            conn,
-            key,
-            group,
-            consumer: "stratus".into(),
-            pending_done: false,
-            arn: mapping.source.arn(scope),
-            region: scope.region.clone(),
-        })
+        let mut shared = Obj::new(256);
+        shared.str("eventSource", "stratus:redis").str("eventVersion", "1.0").str("eventName", "stratus:redis:record");
+        shared.str("awsRegion", &scope.region).str("eventSourceARN", &mapping.source.arn(scope));
+        Ok(Self { conn, key, group, consumer: "stratus".into(), pending_done: false, shared: shared.rendered() })
     }
 
     async fn read(&mut self, count: usize, block: Option<Duration>) -> Result<Vec<Record>, Error> {
@@ -92,15 +87,13 @@ impl Redis {
     fn record(&self, e: redis::streams::StreamId) -> Record {
         let ms: i64 = e.id.split('-').next().and_then(|m| m.parse().ok()).unwrap_or(0);
         let mut o = Obj::new(384);
-        o.str("eventSource", "stratus:redis").str("eventVersion", "1.0").str2("eventID", &self.key, ':', &e.id);
-        o.str("eventName", "stratus:redis:record").str("awsRegion", &self.region).str("eventSourceARN", &self.arn);
-        o.begin("redis").str("stream", &self.key).str("sequenceNumber", &e.id).begin("fields");
+        o.members(&self.shared).str2("eventID", &self.key, ':', &e.id).begin("redis").str("stream", &self.key).str("sequenceNumber", &e.id).begin("fields");
         let mut binary = Vec::new();
         for (k, v) in &e.map {
             if let redis::Value::BulkString(bytes) = v {
                 match std::str::from_utf8(bytes) {
                     Ok(s) => {
-                        o.str(k, s);
+                        o.field(k, s);
                     }
                     Err(_) => binary.push((k, bytes)),
                 }
@@ -110,7 +103,7 @@ impl Redis {
         if !binary.is_empty() {
             o.begin("binaryFields");
             for (k, bytes) in binary {
-                o.b64(k, bytes);
+                o.field_b64(k, bytes);
             }
             o.end();
         }

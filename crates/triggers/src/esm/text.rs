@@ -19,15 +19,54 @@ impl Obj {
         Self { out, empty: vec![true] }
     }
 
+    /// Starts a member; `key` is one of the records' own (plain ASCII, written as it is).
     fn key(&mut self, key: &str) -> &mut String {
+        debug_assert!(!key.bytes().any(needs_escape), "{key}");
+        self.comma();
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\":");
+        &mut self.out
+    }
+
+    fn comma(&mut self) {
         if let Some(empty) = self.empty.last_mut()
             && !std::mem::replace(empty, false)
         {
             self.out.push(',');
         }
+    }
+
+    /// Members rendered once (by [`Obj::rendered`]), for what every record of a mapping shares.
+    pub(crate) fn members(&mut self, rendered: &str) -> &mut Self {
+        if !rendered.is_empty() {
+            self.comma();
+            self.out.push_str(rendered);
+        }
+        self
+    }
+
+    /// The members written so far, as text for [`Obj::members`].
+    pub(crate) fn rendered(self) -> String {
+        self.out[1..].to_string()
+    }
+
+    /// `"key": "value"` where the key is data (a stream entry's field name).
+    pub(crate) fn field(&mut self, key: &str, value: &str) -> &mut Self {
+        self.comma();
         push_str(&mut self.out, key);
         self.out.push(':');
-        &mut self.out
+        push_str(&mut self.out, value);
+        self
+    }
+
+    /// `"key": "<base64 of bytes>"` where the key is data.
+    pub(crate) fn field_b64(&mut self, key: &str, bytes: &[u8]) -> &mut Self {
+        self.comma();
+        push_str(&mut self.out, key);
+        self.out.push(':');
+        push_b64(&mut self.out, bytes);
+        self
     }
 
     /// `"key": "value"`.
@@ -49,10 +88,7 @@ impl Obj {
 
     /// `"key": "<base64 of bytes>"`.
     pub(crate) fn b64(&mut self, key: &str, bytes: &[u8]) -> &mut Self {
-        let out = self.key(key);
-        out.push('"');
-        base64::engine::general_purpose::STANDARD.encode_string(bytes, out);
-        out.push('"');
+        push_b64(self.key(key), bytes);
         self
     }
 
@@ -105,8 +141,22 @@ pub(crate) fn push_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+fn push_b64(out: &mut String, bytes: &[u8]) {
+    out.push('"');
+    base64::engine::general_purpose::STANDARD.encode_string(bytes, out);
+    out.push('"');
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
 /// Appends `s` escaped for the inside of a JSON string.
 fn push_contents(out: &mut String, s: &str) {
+    if !s.bytes().any(needs_escape) {
+        out.push_str(s);
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let escaped = match b {
@@ -137,18 +187,21 @@ mod tests {
     #[test]
     fn writes_what_serde_json_reads() {
         let nasty = "a\"b\\c\nd\te\u{1}f\u{1f}é😀";
+        let mut shared = Obj::new(16);
+        shared.str("source", "x\\y");
+        let shared = shared.rendered();
         let mut o = Obj::new(16);
-        o.str("s", nasty).str2("id", "st\"ream", ':', "42").b64("data", b"\x00\xffhi").num("n", 7).num("b", false);
+        o.members(&shared).members("").str("s", nasty).str2("id", "st\"ream", ':', "42").b64("data", b"\x00\xffhi").num("n", 7).num("b", false);
         o.seconds("t", 1_700_000_000_123).seconds("old", 5).seconds("neg", -1_500);
-        o.begin("inner").str("k\"", "v").begin("empty").end().raw("list", "[1,2]").end();
+        o.begin("inner").field("k\"", "v").field_b64("bin", b"\x01").begin("empty").end().raw("list", "[1,2]").end();
         o.begin("open").str("x", "y");
         let v: Value = serde_json::from_str(&o.finish()).expect("valid JSON");
         assert_eq!(
             v,
             json!({
-                "s": nasty, "id": "st\"ream:42", "data": "AP9oaQ==", "n": 7, "b": false,
+                "source": "x\\y", "s": nasty, "id": "st\"ream:42", "data": "AP9oaQ==", "n": 7, "b": false,
                 "t": 1_700_000_000.123, "old": 0.005, "neg": -1.5,
-                "inner": {"k\"": "v", "empty": {}, "list": [1, 2]}, "open": {"x": "y"},
+                "inner": {"k\"": "v", "bin": "AQ==", "empty": {}, "list": [1, 2]}, "open": {"x": "y"},
             })
         );
     }

@@ -123,14 +123,15 @@ impl Source for Kafka {
         })
     }
 
-    fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move {
-            let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-            for r in done {
-                let Token::Kafka { topic, partition, offset } = &r.token else { continue };
-                let e = next.entry((topic.as_str(), *partition)).or_default();
-                *e = (*e).max(offset + 1);
-            }
+    fn commit(&mut self, done: &[Record]) -> BoxFuture<'static, Result<(), Error>> {
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for r in done {
+            let Token::Kafka { topic, partition, offset } = &r.token else { continue };
+            let e = next.entry((topic.as_str(), *partition)).or_default();
+            *e = (*e).max(offset + 1);
+        }
+        // librdkafka sends the commit in the background.
+        let committed = (|| -> Result<(), Error> {
             if next.is_empty() {
                 return Ok(());
             }
@@ -140,6 +141,7 @@ impl Source for Kafka {
             }
             self.consumer.commit(&tpl, CommitMode::Async)?;
             Ok(())
-        })
+        })();
+        Box::pin(async move { committed })
     }
 }

@@ -90,8 +90,10 @@ pub(crate) trait Source: Send {
     fn prefetches(&self) -> bool {
         true
     }
-    /// `done` (everything the last fetch returned, in order) is processed.
-    fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>>;
+    /// `done` (everything a fetch returned, in order) is processed: notes it and returns the
+    /// work that makes it durable at the source, which may run while the source fetches
+    /// more. If that fails, the poller drops this source and connects anew.
+    fn commit(&mut self, done: &[Record]) -> BoxFuture<'static, Result<(), Error>>;
 }
 
 /// Reads a batch from a source's stream of messages: waits up to `idle` for the first (none:
@@ -428,16 +430,28 @@ impl Poller {
                     let delivery = tokio::spawn(async move { deliver::deliver(&p, wanted).await });
                     // The invocation starts first; the work below overlaps with the function.
                     tokio::task::yield_now().await;
-                    if let Some(done) = uncommitted.take() {
-                        lost = source.commit(&done).await.err();
-                    }
-                    if lost.is_none() && source.prefetches() {
-                        // The next batch is read (and made into records) while this one runs.
-                        match source.fetch(m.batch_size as usize, window, PREFETCH_IDLE).await {
-                            Ok(b) if !b.is_empty() => next = Some(b),
-                            Ok(_) => {}
-                            Err(e) => lost = Some(e),
+                    // The last batch is committed while the next one is read (and made into
+                    // records); a failed commit drops what was read (it comes again).
+                    let commit = uncommitted.take().map(|done| source.commit(&done));
+                    let prefetch = source.prefetches();
+                    let (committed, fetched) = tokio::join!(
+                        async move {
+                            match commit {
+                                Some(c) => c.await,
+                                None => Ok(()),
+                            }
+                        },
+                        async {
+                            match prefetch {
+                                true => source.fetch(m.batch_size as usize, window, PREFETCH_IDLE).await,
+                                false => Ok(Vec::new()),
+                            }
                         }
+                    );
+                    match (committed, fetched) {
+                        (Err(e), _) | (Ok(()), Err(e)) => lost = Some(e),
+                        (Ok(()), Ok(b)) if !b.is_empty() => next = Some(b),
+                        (Ok(()), Ok(_)) => {}
                     }
                     match delivery.await {
                         Ok(true) => {}

@@ -119,7 +119,11 @@ impl Mqtt {
         let arrival_ms = now_ms();
         let id = uuid::Uuid::new_v4().to_string();
         let mut o = Obj::new(320 + p.payload.len() * 4 / 3);
-        o.members(&self.shared).str("messageId", &id).str("topic", &p.topic).num("qos", p.qos as u8).num("retain", p.retain);
+        o.members(&self.shared)
+            .str("messageId", &id)
+            .str("topic", &p.topic)
+            .num("qos", p.qos as u8)
+            .num("retain", p.retain);
         o.num("dup", p.dup).seconds("approximateArrivalTimestamp", arrival_ms).b64("data", &p.payload);
         let body = o.finish();
         Record { partition: p.topic.clone(), id, arrival_ms, body, token: Token::Mqtt(Arc::new(p)) }
@@ -137,12 +141,18 @@ impl Source for Mqtt {
         })
     }
 
-    fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>> {
+    fn commit(&mut self, done: &[Record]) -> BoxFuture<'static, Result<(), Error>> {
+        let publishes: Vec<Arc<rumqttc::Publish>> = done
+            .iter()
+            .filter_map(|r| match &r.token {
+                Token::Mqtt(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        let client = self.client.clone();
         Box::pin(async move {
-            for r in done {
-                if let Token::Mqtt(p) = &r.token {
-                    self.client.ack(p).await?;
-                }
+            for p in publishes {
+                client.ack(&p).await?;
             }
             Ok(())
         })

@@ -98,7 +98,12 @@ impl Nats {
         };
         let seq_text = seq.to_string();
         let mut o = Obj::new(320 + msg.payload.len() * 4 / 3);
-        o.members(&self.shared).str2("eventID", info.stream, ':', &seq_text).begin("nats").str("stream", info.stream).str("subject", &msg.subject).str("partitionKey", &msg.subject);
+        o.members(&self.shared)
+            .str2("eventID", info.stream, ':', &seq_text)
+            .begin("nats")
+            .str("stream", info.stream)
+            .str("subject", &msg.subject)
+            .str("partitionKey", &msg.subject);
         o.str("sequenceNumber", &seq_text).b64("data", &msg.payload).raw("headers", &headers);
         o.seconds("approximateArrivalTimestamp", arrival_ms);
         let body = o.finish();
@@ -114,11 +119,14 @@ impl Source for Nats {
         })
     }
 
-    fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>> {
+    fn commit(&mut self, done: &[Record]) -> BoxFuture<'static, Result<(), Error>> {
+        let last = match done.last().map(|r| &r.token) {
+            Some(Token::Seq(last)) => *last,
+            _ => return Box::pin(async { Ok(()) }),
+        };
+        let (store, uuid, pos) = (self.store.clone(), self.mapping.uuid.clone(), last.to_string());
         Box::pin(async move {
-            let Some(Token::Seq(last)) = done.last().map(|r| &r.token) else { return Ok(()) };
-            let (uuid, pos) = (self.mapping.uuid.clone(), last.to_string());
-            self.store.run(move |db| db.set_checkpoint(&uuid, PARTITION, &pos, now_ms())).await?;
+            store.run(move |db| db.set_checkpoint(&uuid, PARTITION, &pos, now_ms())).await?;
             Ok(())
         })
     }

@@ -30,7 +30,7 @@ use tokio_postgres::{Client, NoTls};
 use super::{Error, Record, Source, Token, now_ms};
 
 pub(crate) struct Postgres {
-    client: Client,
+    client: Arc<Client>,
     slot: String,
     table: String,
     buffer: VecDeque<Record>,
@@ -94,7 +94,7 @@ impl Postgres {
         let name = &mapping.source.name;
         let table = if name.contains('.') { name.clone() } else { format!("public.{name}") };
         let mut me = Self {
-            client,
+            client: Arc::new(client),
             slot,
             table,
             buffer: VecDeque::new(),
@@ -222,7 +222,9 @@ impl Postgres {
 
     /// Moves the slot past every transaction that ended before row `next` (the first row not
     /// done).
-    async fn advance(&mut self, next: u64) -> Result<(), Error> {
+    /// Moves the slot to the end of the last whole transaction before row `next`. What this
+    /// poller reads next assumes it is done; if it fails, the poller connects anew.
+    fn advance(&mut self, next: u64) -> BoxFuture<'static, Result<(), Error>> {
         let mut to = None;
         while let Some((n, _)) = self.ends.front() {
             if *n >= next {
@@ -230,12 +232,15 @@ impl Postgres {
             }
             to = self.ends.pop_front();
         }
-        let Some((n, lsn)) = to else { return Ok(()) };
-        self.client.execute("SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)", &[&self.slot, &lsn]).await?;
+        let Some((n, lsn)) = to else { return Box::pin(async { Ok(()) }) };
         // The rows up to that transaction's end are gone from the next peek.
         self.base = n + 1;
-        self.confirmed = Some(lsn);
-        Ok(())
+        self.confirmed = Some(lsn.clone());
+        let (client, slot) = (self.client.clone(), self.slot.clone());
+        Box::pin(async move {
+            client.execute("SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)", &[&slot, &lsn]).await?;
+            Ok(())
+        })
     }
 }
 
@@ -308,16 +313,14 @@ impl Source for Postgres {
         false
     }
 
-    fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move {
-            let _ = done;
-            // Everything before the first record still in hand is done.
-            let next = match self.buffer.front().map(|r| &r.token) {
-                Some(Token::Seq(row)) => *row,
-                _ => self.scanned,
-            };
-            self.advance(next).await
-        })
+    fn commit(&mut self, done: &[Record]) -> BoxFuture<'static, Result<(), Error>> {
+        let _ = done;
+        // Everything before the first record still in hand is done.
+        let next = match self.buffer.front().map(|r| &r.token) {
+            Some(Token::Seq(row)) => *row,
+            _ => self.scanned,
+        };
+        self.advance(next)
     }
 }
 

@@ -1,4 +1,4 @@
-//! RabbitMQ queues (AMQP 0-9-1): a consumer with prefetch = `BatchSize`, acknowledged
+//! RabbitMQ queues (AMQP 0-9-1): a consumer with prefetch = 3 × `BatchSize`, acknowledged
 //! (`basic.ack`, multiple) after the batch succeeded or went to the on-failure destination.
 //! Unacknowledged messages (a crash, a lost connection) go back to the queue and come again,
 //! in order, to the next consumer.
@@ -53,8 +53,9 @@ impl RabbitMq {
                 .await
                 .map_err(|_| "timed out connecting to RabbitMQ")??;
         let channel = conn.create_channel().await?;
-        // Twice a batch: the next one arrives while this one is delivered (acks are per batch).
-        let prefetch = (mapping.batch_size * 2).min(u32::from(u16::MAX)) as u16;
+        // Three batches: one delivered, the one before it being acknowledged meanwhile, and
+        // the next one arriving.
+        let prefetch = (mapping.batch_size * 3).min(u32::from(u16::MAX)) as u16;
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let queue = mapping.source.name.clone();
         let consumer = channel
@@ -138,10 +139,14 @@ impl Source for RabbitMq {
         })
     }
 
-    fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>> {
+    fn commit(&mut self, done: &[Record]) -> BoxFuture<'static, Result<(), Error>> {
+        let last = match done.last().map(|r| &r.token) {
+            Some(Token::Tag(last)) => *last,
+            _ => return Box::pin(async { Ok(()) }),
+        };
+        let channel = self.channel.clone();
         Box::pin(async move {
-            let Some(Token::Tag(last)) = done.last().map(|r| &r.token) else { return Ok(()) };
-            self.channel.basic_ack(*last, BasicAckOptions { multiple: true }).await?;
+            channel.basic_ack(last, BasicAckOptions { multiple: true }).await?;
             Ok(())
         })
     }

@@ -87,7 +87,12 @@ impl Redis {
     fn record(&self, e: redis::streams::StreamId) -> Record {
         let ms: i64 = e.id.split('-').next().and_then(|m| m.parse().ok()).unwrap_or(0);
         let mut o = Obj::new(384);
-        o.members(&self.shared).str2("eventID", &self.key, ':', &e.id).begin("redis").str("stream", &self.key).str("sequenceNumber", &e.id).begin("fields");
+        o.members(&self.shared)
+            .str2("eventID", &self.key, ':', &e.id)
+            .begin("redis")
+            .str("stream", &self.key)
+            .str("sequenceNumber", &e.id)
+            .begin("fields");
         let mut binary = Vec::new();
         for (k, v) in &e.map {
             if let redis::Value::BulkString(bytes) = v {
@@ -139,13 +144,13 @@ impl Source for Redis {
         self.pending_done
     }
 
-    fn commit<'a>(&'a mut self, done: &'a [Record]) -> BoxFuture<'a, Result<(), Error>> {
+    fn commit(&mut self, done: &[Record]) -> BoxFuture<'static, Result<(), Error>> {
+        let ids: Vec<String> = done.iter().map(|r| r.id.clone()).collect();
+        let (mut conn, key, group) = (self.conn.clone(), self.key.clone(), self.group.clone());
         Box::pin(async move {
-            if done.is_empty() {
-                return Ok(());
+            if !ids.is_empty() {
+                let _: i64 = conn.xack(&key, &group, &ids).await?;
             }
-            let ids: Vec<&str> = done.iter().map(|r| r.id.as_str()).collect();
-            let _: i64 = self.conn.xack(&self.key, &self.group, &ids).await?;
             Ok(())
         })
     }

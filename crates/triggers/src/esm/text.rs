@@ -191,7 +191,13 @@ mod tests {
         shared.str("source", "x\\y");
         let shared = shared.rendered();
         let mut o = Obj::new(16);
-        o.members(&shared).members("").str("s", nasty).str2("id", "st\"ream", ':', "42").b64("data", b"\x00\xffhi").num("n", 7).num("b", false);
+        o.members(&shared)
+            .members("")
+            .str("s", nasty)
+            .str2("id", "st\"ream", ':', "42")
+            .b64("data", b"\x00\xffhi")
+            .num("n", 7)
+            .num("b", false);
         o.seconds("t", 1_700_000_000_123).seconds("old", 5).seconds("neg", -1_500);
         o.begin("inner").field("k\"", "v").field_b64("bin", b"\x01").begin("empty").end().raw("list", "[1,2]").end();
         o.begin("open").str("x", "y");

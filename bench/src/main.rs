@@ -265,7 +265,8 @@ impl Stratus {
             cmd.args(["--max-environments", "64"]);
         }
         cmd.args(extra);
-        cmd.env("STRATUS_LOG", "warn");
+        // Quiet unless asked (STRATUS_LOG=info with STRATUS_BENCH_LOG=FILE, to see a failure).
+        cmd.env("STRATUS_LOG", std::env::var("STRATUS_LOG").unwrap_or_else(|_| "warn".into()));
         if let Ok(v) = std::env::var("STRATUS_WORKER_THREADS") {
             cmd.env("STRATUS_WORKER_THREADS", v);
         }
@@ -312,6 +313,21 @@ impl Stratus {
             while Instant::now() < until && matches!(self.proc.child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
             }
+        }
+    }
+
+    /// How the server ended, if it has (a bench that fails says whether the server died).
+    fn exited(&self) -> Option<String> {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let pid = nix::unistd::Pid::from_raw(self.proc.child.id() as i32);
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => None,
+            Ok(WaitStatus::Exited(_, code)) => Some(format!("exit code {code}")),
+            Ok(WaitStatus::Signaled(_, signal, core)) => {
+                Some(format!("killed by {signal:?}{}", if core { " (core dumped)" } else { "" }))
+            }
+            Ok(other) => Some(format!("{other:?}")),
+            Err(e) => Some(format!("cannot tell: {e}")),
         }
     }
 

@@ -199,6 +199,11 @@ pub async fn mappings(
                     eprintln!("mappings: {}: {side}: {e}", kind.label());
                 }
             }
+            if (plain.is_err() || ours.is_err())
+                && let Some(status) = stratus.exited()
+            {
+                eprintln!("mappings: the Stratus server has exited: {status}");
+            }
             let failed = plain.is_err() || ours.is_err();
             row.rounds.push((plain, ours));
             if failed {

@@ -1,7 +1,9 @@
-//! Kafka topics (librdkafka through `rdkafka`): a consumer group
-//! (`SelfManagedKafkaEventSourceConfig.ConsumerGroupId`, default `stratus-<mapping UUID>`)
+//! Kafka topics (librdkafka through `rdkafka`): the poller reads every partition of the topic
+//! (assigned, as of its connection) and keeps its offsets in a consumer group
+//! (`SelfManagedKafkaEventSourceConfig.ConsumerGroupId`, default `stratus-<mapping UUID>`),
 //! with automatic commits off; the offsets after a batch are committed once it succeeded or
-//! went to the on-failure destination. Order holds per partition.
+//! went to the on-failure destination. Order holds per partition. The poller does not join
+//! the group, so other consumers of the same group id would read the same records.
 //!
 //! The event is Lambda's self-managed Kafka shape:
 //!
@@ -38,29 +40,36 @@ impl Kafka {
         };
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", mapping.source.endpoints.join(","));
-        // Reach the brokers once, so an unreachable cluster is reported as such.
+        // The topic's partitions; this also reports an unreachable cluster or a missing topic.
         let probe = config.clone();
         let topic = mapping.source.name.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), Error> {
+        let partitions = tokio::task::spawn_blocking(move || -> Result<Vec<i32>, Error> {
             let c: rdkafka::consumer::BaseConsumer = probe.create()?;
             let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-            match md.topics().first().and_then(|t| t.error()) {
-                Some(e) => Err(format!("topic {topic}: {e:?}").into()),
-                None => Ok(()),
+            let t = md.topics().first().ok_or_else(|| format!("topic {topic}: no metadata"))?;
+            if let Some(e) = t.error() {
+                return Err(format!("topic {topic}: {e:?}").into());
             }
+            Ok(t.partitions().iter().map(|p| p.id()).collect())
         })
         .await??;
+        if partitions.is_empty() {
+            return Err(format!("topic {} has no partitions", mapping.source.name).into());
+        }
         let consumer: StreamConsumer = config
             .set("group.id", &group)
-            // Static membership: a restarted Stratus takes its partitions back at once instead
-            // of waiting for the old member's session to time out.
-            .set("group.instance.id", format!("stratus-{}", mapping.uuid))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", reset)
-            .set("session.timeout.ms", "10000")
             .set("socket.timeout.ms", "10000")
             .create()?;
-        consumer.subscribe(&[mapping.source.name.as_str()])?;
+        // Every partition, from the group's committed offsets (else `auto.offset.reset`). The
+        // poller is the group's only reader, so it assigns them itself: no group join, no
+        // rebalance wait, and a restarted Stratus resumes at once.
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition_offset(&mapping.source.name, p, Offset::Stored)?;
+        }
+        consumer.assign(&tpl)?;
         Ok(Self { consumer })
     }
 

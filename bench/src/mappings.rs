@@ -372,6 +372,13 @@ async fn source(
         Bytes::new(),
     )
     .await;
+    if kind == Kind::Kafka {
+        // The poller stops after its batch in hand, a moment after DeleteEventSourceMapping
+        // answers. A Kafka consumer still fetching when tansu deletes its topic crashes the
+        // server: librdkafka 2.12.1 reads tansu's fetch response (a leader update naming the
+        // topic by a zero id) and looks the topic up by a NULL name (BENCHMARKS.md).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     // Best effort: what either side left on the broker.
     match kind {
         Kind::Nats => nats::delete(url, &[&plain.name, &ours.name]).await,

@@ -194,7 +194,9 @@ def test_fork_bomb_is_contained_and_leaves_nothing(lam, neighbour_fn):
     uid = invoke_json(lam, name)[1]
     with neighbour_keeps_answering(lam, neighbour_fn):
         resp, payload = invoke_json(lam, name, {"bomb": True})
-    assert payload["errorType"] == "Sandbox.Timedout", payload
+    # Contained by a limit of its own environment: the process limit holds it until the timeout,
+    # or its 1,024 copies (128 MB between them) run out of memory first; either ends the invocation.
+    assert payload["errorType"] in ("Sandbox.Timedout", "Runtime.OutOfMemory"), payload
     assert wait_until(lambda: not processes_of_uid(uid)), f"{len(processes_of_uid(uid))} processes left"
 
 

@@ -59,8 +59,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not args.command:
         parser.error("give the command to run, e.g. target/release/stratus-bench mappings")
-    # Kafka (tansu) only when asked: its second round fails (BENCHMARKS.md, event source mappings).
-    kinds = args.only.split(",") if args.only else [k for k in KINDS if k != "kafka"]
+    kinds = args.only.split(",") if args.only else list(KINDS)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         parser.error(f"unknown kinds: {', '.join(unknown)}")

@@ -27,6 +27,7 @@
 //! | RabbitMQ | `basic.qos` prefetch 100, `basic.ack` multiple of the batch's last tag |
 //! | MQTT | QoS 1, persistent session (`clean_session = false`), manual `PUBACK`s of the batch's messages after it |
 //! | PostgreSQL | `pg_logical_slot_peek_changes` (wal2json, the poller's options) + `pg_replication_slot_advance` to the end of the batch's transaction |
+//! | Kafka (tansu) | a consumer-group member; the batch's next offset committed asynchronously, as the poller commits it |
 //!
 //! The plain clients of NATS, Redis, RabbitMQ and PostgreSQL take full batches (the backlog is
 //! there; PostgreSQL's rows are inserted in transactions of [`BATCH`] rows, so one peek is one

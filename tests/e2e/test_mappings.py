@@ -227,7 +227,7 @@ class Kafka:
 
     def after_restart(self):
         # tansu keeps topics in memory (its durable engines need S3 or a PostgreSQL schema of
-        # its own): the restart checks that Stratus reconnects and rejoins, not durability.
+        # its own): the restart checks that Stratus reconnects and reads on, not durability.
         kafka_create_topic(self.broker.url, self.id, partitions=2)
 
     def produce(self, values):

@@ -104,6 +104,19 @@ impl Kafka {
             token: Token::Kafka { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() },
         }
     }
+
+    /// Commits the next offset to read of each (topic, partition).
+    fn commit_offsets(&self, next: BTreeMap<(&str, i32), i64>) -> Result<(), Error> {
+        if next.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, p), offset) in next {
+            tpl.add_partition_offset(topic, p, Offset::Offset(offset))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Async)?;
+        Ok(())
+    }
 }
 
 /// The event a batch becomes: records grouped by `topic-partition`.
@@ -139,18 +152,8 @@ impl Source for Kafka {
             let e = next.entry((topic.as_str(), *partition)).or_default();
             *e = (*e).max(offset + 1);
         }
-        // librdkafka sends the commit in the background.
-        let committed = (|| -> Result<(), Error> {
-            if next.is_empty() {
-                return Ok(());
-            }
-            let mut tpl = TopicPartitionList::new();
-            for ((topic, p), offset) in next {
-                tpl.add_partition_offset(topic, p, Offset::Offset(offset))?;
-            }
-            self.consumer.commit(&tpl, CommitMode::Async)?;
-            Ok(())
-        })();
+        // librdkafka sends the commit in the background: nothing is left to wait for.
+        let committed = self.commit_offsets(next);
         Box::pin(async move { committed })
     }
 }

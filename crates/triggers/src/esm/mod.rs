@@ -48,7 +48,7 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
 /// How long a fetch waits for a first record before looking again (and at its mapping).
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// How long the fetch of the next batch, while one is delivered, waits for a first record
-/// (the delivered batch is committed after it).
+/// (the delivery's outcome is looked at only after it).
 const PREFETCH_IDLE: Duration = Duration::from_millis(50);
 /// The longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);

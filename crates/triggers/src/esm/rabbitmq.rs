@@ -79,8 +79,8 @@ impl RabbitMq {
             .map(|h| h.inner().iter().map(|(k, v)| (k.as_str().to_string(), amqp_json(v))).collect())
             .unwrap_or_default();
         // A producer's timestamp (seconds) may be anything: out of range means unknown.
-        let arrival_ms =
-            p.timestamp().and_then(|t| i64::try_from(t).ok()).and_then(|t| t.checked_mul(1000)).unwrap_or_else(now_ms);
+        let sent_ms = p.timestamp().and_then(|t| i64::try_from(t).ok()).and_then(|t| t.checked_mul(1000));
+        let arrival_ms = sent_ms.unwrap_or_else(now_ms);
         let tag = d.delivery_tag;
         let id = p.message_id().as_ref().map(|m| m.as_str().to_string()).unwrap_or_else(|| tag.to_string());
         let body = json!({
@@ -94,7 +94,7 @@ impl RabbitMq {
                 "replyTo": s(p.reply_to()),
                 "expiration": s(p.expiration()),
                 "messageId": s(p.message_id()),
-                "timestamp": p.timestamp().and_then(|t| i64::try_from(t).ok()).and_then(|t| t.checked_mul(1000)).map(super::iso),
+                "timestamp": sent_ms.map(super::iso),
                 "type": s(p.kind()),
                 "userId": s(p.user_id()),
                 "appId": s(p.app_id()),

@@ -135,7 +135,7 @@ impl Obj {
 }
 
 /// Appends `s` as a JSON string.
-pub(crate) fn push_str(out: &mut String, s: &str) {
+fn push_str(out: &mut String, s: &str) {
     out.push('"');
     push_contents(out, s);
     out.push('"');

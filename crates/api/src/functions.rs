@@ -321,9 +321,9 @@ pub async fn update_code(State(state): State<ApiState>, Path(raw): Path<String>,
     let result = state
         .store
         .run(move |db| {
-            db.update_latest(&name, revision.as_deref(), |c| {
-                model::ConfigInput { architectures: arch.architectures, ..Default::default() }.apply_to(c, now);
-                c.code_sha256 = stored.sha256_hex;
+            db.update_latest(&name, revision.as_deref(), &mut |c| {
+                model::ConfigInput { architectures: arch.architectures.clone(), ..Default::default() }.apply_to(c, now);
+                c.code_sha256.clone_from(&stored.sha256_hex);
                 c.code_size = stored.size;
                 Ok(())
             })
@@ -382,8 +382,8 @@ pub async fn update_configuration(State(state): State<ApiState>, Path(raw): Path
     let result = state
         .store
         .run(move |db| {
-            db.update_latest(&name, revision.as_deref(), |c| {
-                config_in.apply_to(c, now);
+            db.update_latest(&name, revision.as_deref(), &mut |c| {
+                config_in.clone().apply_to(c, now);
                 Ok(())
             })
         })

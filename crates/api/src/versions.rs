@@ -61,7 +61,7 @@ pub(crate) async fn publish(
     let result = state
         .store
         .run(move |db| {
-            db.publish_version(&n, description.as_deref(), now, |latest| {
+            db.publish_version(&n, description.as_deref(), now, &mut |latest| {
                 let current = store::StoredCode::sha256_base64(&latest.code_sha256);
                 if let Some(sha) = &code_sha256
                     && *sha != current

@@ -65,10 +65,35 @@ pub struct NewKey {
     pub account: String,
 }
 
+/// A key's account, sealed secret and nonce.
+pub(crate) type Sealed = (String, Vec<u8>, Vec<u8>);
+
+/// The rows behind [`Accounts`]: SQLite's `accounts.db` or the cluster's database. Sealing
+/// and unsealing happen above them, so neither ever sees a secret in the clear.
+pub(crate) trait AccountRows: Send + Sync {
+    fn insert_account(&self, id: &str, name: &str, created_ms: i64) -> Result<bool, StoreError>;
+    fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
+    fn account_exists(&self, id: &str) -> Result<bool, StoreError>;
+    fn insert_key(
+        &self,
+        id: &str,
+        account: &str,
+        sealed: &[u8],
+        nonce: &[u8],
+        created_ms: i64,
+    ) -> Result<(), StoreError>;
+    fn list_keys(&self, account: Option<&str>) -> Result<Vec<AccessKey>, StoreError>;
+    fn revoke_key(&self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
+    fn function_key_id(&self, account: &str) -> Result<Option<String>, StoreError>;
+    fn set_function_key(&self, account: &str, key_id: &str) -> Result<(), StoreError>;
+    /// The account, sealed secret and nonce of an active key.
+    fn sealed(&self, id: &str) -> Result<Option<Sealed>, StoreError>;
+}
+
 /// The accounts database. Cheap to clone.
 #[derive(Clone)]
 pub struct Accounts {
-    conn: Arc<Mutex<Connection>>,
+    rows: Arc<dyn AccountRows>,
     cipher: Arc<ChaCha20Poly1305>,
     /// Signs download URLs (derived from the sealing key, never the key itself).
     url_key: Arc<[u8; 32]>,
@@ -172,15 +197,26 @@ impl Accounts {
             "INSERT OR IGNORE INTO accounts (id, name, created_ms) VALUES (?1, 'default', ?2)",
             params![default_account, now_ms()],
         )?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            cipher: Arc::new(ChaCha20Poly1305::new(Key::from_slice(&key))),
-            url_key: Arc::new(mac(&key, b"stratus download URLs v1")),
-        })
+        Ok(Self::with_rows(Arc::new(SqliteRows(Mutex::new(conn))), &key))
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Accounts kept in the cluster's database, sealed with the cluster's sealing key (made by
+    /// the first node and kept in the same database: protect it as the secrets it guards).
+    pub async fn open_cluster(pool: &crate::pg::PgPool, default_account: &str) -> Result<Self, StoreError> {
+        let rows = crate::pg::PgAccounts::new(pool.clone());
+        let key = pool.secret("sealing-key", random_bytes::<32>()?.to_vec()).await?;
+        let key: [u8; 32] =
+            key.try_into().map_err(|_| StoreError::Corrupt("the cluster's sealing key is not 32 bytes".into()))?;
+        rows.ensure_account(default_account, "default", now_ms()).await?;
+        Ok(Self::with_rows(Arc::new(rows), &key))
+    }
+
+    fn with_rows(rows: Arc<dyn AccountRows>, key: &[u8; 32]) -> Self {
+        Self {
+            rows,
+            cipher: Arc::new(ChaCha20Poly1305::new(Key::from_slice(key))),
+            url_key: Arc::new(mac(key, b"stratus download URLs v1")),
+        }
     }
 
     /// Creates an account; `id` is drawn at random when not given.
@@ -195,25 +231,18 @@ impl Accounts {
             ))));
         }
         let created_ms = now_ms();
-        let n = self.conn().execute(
-            "INSERT OR IGNORE INTO accounts (id, name, created_ms) VALUES (?1, ?2, ?3)",
-            params![id, name, created_ms],
-        )?;
-        if n == 0 {
+        if !self.rows.insert_account(&id, name, created_ms)? {
             return Err(StoreError::AlreadyExists);
         }
         Ok(Account { id, name: name.to_string(), created_ms })
     }
 
     pub fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id, name, created_ms FROM accounts ORDER BY created_ms, id")?;
-        let rows = stmt.query_map([], |r| Ok(Account { id: r.get(0)?, name: r.get(1)?, created_ms: r.get(2)? }))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.rows.list_accounts()
     }
 
     pub fn account_exists(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.conn().query_row("SELECT 1 FROM accounts WHERE id = ?1", [id], |_| Ok(())).optional()?.is_some())
+        self.rows.account_exists(id)
     }
 
     /// Creates an access key for `account`; the returned secret is not kept in the clear.
@@ -228,14 +257,92 @@ impl Accounts {
             .cipher
             .encrypt(Nonce::from_slice(&nonce), secret.as_bytes())
             .map_err(|_| StoreError::Corrupt("cannot seal the secret".into()))?;
-        self.conn().execute(
-            "INSERT INTO access_keys (access_key_id, account, sealed_secret, nonce, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![access_key_id, account, sealed, nonce.to_vec(), now_ms()],
-        )?;
+        self.rows.insert_key(&access_key_id, account, &sealed, &nonce, now_ms())?;
         Ok(NewKey { access_key_id, secret_access_key: secret, account: account.to_string() })
     }
 
     pub fn list_keys(&self, account: Option<&str>) -> Result<Vec<AccessKey>, StoreError> {
+        self.rows.list_keys(account)
+    }
+
+    /// Revokes a key; `false` if there is no such active key.
+    pub fn revoke_key(&self, access_key_id: &str) -> Result<bool, StoreError> {
+        self.rows.revoke_key(access_key_id, now_ms())
+    }
+
+    /// The key the account's functions run with (created on first use, and again if it was
+    /// revoked): functions sign their calls to Stratus's services with it.
+    pub fn function_key(&self, account: &str) -> Result<(String, String), StoreError> {
+        let current = self.rows.function_key_id(account)?;
+        if let Some(id) = current
+            && let Some((_, secret)) = self.lookup(&id)?
+        {
+            return Ok((id, secret));
+        }
+        let key = self.create_key(account)?;
+        self.rows.set_function_key(account, &key.access_key_id)?;
+        Ok((key.access_key_id, key.secret_access_key))
+    }
+
+    /// The account and secret of an active key.
+    pub fn lookup(&self, access_key_id: &str) -> Result<Option<(String, String)>, StoreError> {
+        let Some((account, sealed, nonce)) = self.rows.sealed(access_key_id)? else { return Ok(None) };
+        if nonce.len() != 12 {
+            return Err(StoreError::Corrupt("bad nonce".into()));
+        }
+        let secret = self
+            .cipher
+            .decrypt(Nonce::from_slice(&nonce), sealed.as_slice())
+            .map_err(|_| StoreError::Corrupt("a secret cannot be unsealed (was secrets.key replaced?)".into()))?;
+        let secret = String::from_utf8(secret).map_err(|_| StoreError::Corrupt("a secret is not text".into()))?;
+        Ok(Some((account, secret)))
+    }
+}
+
+/// The accounts in `accounts.db`.
+struct SqliteRows(Mutex<Connection>);
+
+impl SqliteRows {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl AccountRows for SqliteRows {
+    fn insert_account(&self, id: &str, name: &str, created_ms: i64) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "INSERT OR IGNORE INTO accounts (id, name, created_ms) VALUES (?1, ?2, ?3)",
+            params![id, name, created_ms],
+        )? > 0)
+    }
+
+    fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, name, created_ms FROM accounts ORDER BY created_ms, id")?;
+        let rows = stmt.query_map([], |r| Ok(Account { id: r.get(0)?, name: r.get(1)?, created_ms: r.get(2)? }))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn account_exists(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().query_row("SELECT 1 FROM accounts WHERE id = ?1", [id], |_| Ok(())).optional()?.is_some())
+    }
+
+    fn insert_key(
+        &self,
+        id: &str,
+        account: &str,
+        sealed: &[u8],
+        nonce: &[u8],
+        created_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO access_keys (access_key_id, account, sealed_secret, nonce, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, account, sealed, nonce, created_ms],
+        )?;
+        Ok(())
+    }
+
+    fn list_keys(&self, account: Option<&str>) -> Result<Vec<AccessKey>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT access_key_id, account, created_ms, revoked_ms FROM access_keys
@@ -247,55 +354,37 @@ impl Accounts {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Revokes a key; `false` if there is no such active key.
-    pub fn revoke_key(&self, access_key_id: &str) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
+    fn revoke_key(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
             "UPDATE access_keys SET revoked_ms = ?2 WHERE access_key_id = ?1 AND revoked_ms IS NULL",
-            params![access_key_id, now_ms()],
-        )?;
-        Ok(n > 0)
+            params![id, now_ms],
+        )? > 0)
     }
 
-    /// The key the account's functions run with (created on first use, and again if it was
-    /// revoked): functions sign their calls to Stratus's services with it.
-    pub fn function_key(&self, account: &str) -> Result<(String, String), StoreError> {
-        let current: Option<String> = self
+    fn function_key_id(&self, account: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
             .conn()
             .query_row("SELECT access_key_id FROM function_keys WHERE account = ?1", [account], |r| r.get(0))
-            .optional()?;
-        if let Some(id) = current
-            && let Some((_, secret)) = self.lookup(&id)?
-        {
-            return Ok((id, secret));
-        }
-        let key = self.create_key(account)?;
-        self.conn().execute(
-            "INSERT OR REPLACE INTO function_keys (account, access_key_id) VALUES (?1, ?2)",
-            params![account, key.access_key_id],
-        )?;
-        Ok((key.access_key_id, key.secret_access_key))
+            .optional()?)
     }
 
-    /// The account and secret of an active key.
-    pub fn lookup(&self, access_key_id: &str) -> Result<Option<(String, String)>, StoreError> {
-        let found: Option<(String, Vec<u8>, Vec<u8>)> = self
+    fn set_function_key(&self, account: &str, key_id: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO function_keys (account, access_key_id) VALUES (?1, ?2)",
+            params![account, key_id],
+        )?;
+        Ok(())
+    }
+
+    fn sealed(&self, id: &str) -> Result<Option<Sealed>, StoreError> {
+        Ok(self
             .conn()
             .query_row(
                 "SELECT account, sealed_secret, nonce FROM access_keys WHERE access_key_id = ?1 AND revoked_ms IS NULL",
-                [access_key_id],
+                [id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .optional()?;
-        let Some((account, sealed, nonce)) = found else { return Ok(None) };
-        if nonce.len() != 12 {
-            return Err(StoreError::Corrupt("bad nonce".into()));
-        }
-        let secret = self
-            .cipher
-            .decrypt(Nonce::from_slice(&nonce), sealed.as_slice())
-            .map_err(|_| StoreError::Corrupt("a secret cannot be unsealed (was secrets.key replaced?)".into()))?;
-        let secret = String::from_utf8(secret).map_err(|_| StoreError::Corrupt("a secret is not text".into()))?;
-        Ok(Some((account, secret)))
+            .optional()?)
     }
 }
 

@@ -161,13 +161,11 @@ impl Db {
         }
         Ok(Self { conn })
     }
+}
 
+impl crate::meta::Functions for Db {
     /// Creates a function with its `$LATEST` configuration.
-    pub fn create_function(
-        &mut self,
-        config: &FunctionConfig,
-        tags: &BTreeMap<String, String>,
-    ) -> Result<(), StoreError> {
+    fn create_function(&mut self, config: &FunctionConfig, tags: &BTreeMap<String, String>) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let exists: bool =
             tx.query_row("SELECT 1 FROM functions WHERE name = ?1", [&config.name], |_| Ok(())).optional()?.is_some();
@@ -184,7 +182,7 @@ impl Db {
     }
 
     /// The configuration of one version of a function.
-    pub fn get_version(&self, name: &str, version: &str) -> Result<Option<FunctionConfig>, StoreError> {
+    fn get_version(&self, name: &str, version: &str) -> Result<Option<FunctionConfig>, StoreError> {
         let json: Option<String> = self
             .conn
             .query_row("SELECT config FROM versions WHERE function = ?1 AND version = ?2", [name, version], |r| {
@@ -195,7 +193,7 @@ impl Db {
     }
 
     /// Lists `$LATEST` configurations in name order, starting after `after`.
-    pub fn list_functions(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionConfig>, StoreError> {
+    fn list_functions(&self, after: Option<&str>, limit: usize) -> Result<Vec<FunctionConfig>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT config FROM versions WHERE version = '$LATEST' AND function > ?1 ORDER BY function LIMIT ?2",
         )?;
@@ -208,15 +206,12 @@ impl Db {
     }
 
     /// Changes `$LATEST` in one transaction. `expected_revision`, if given, must match.
-    pub fn update_latest<F>(
+    fn update_latest(
         &mut self,
         name: &str,
         expected_revision: Option<&str>,
-        change: F,
-    ) -> Result<FunctionConfig, StoreError>
-    where
-        F: FnOnce(&mut FunctionConfig) -> Result<(), StoreError>,
-    {
+        change: crate::meta::Change<'_>,
+    ) -> Result<FunctionConfig, StoreError> {
         let tx = self.conn.transaction()?;
         let json: Option<String> = tx
             .query_row("SELECT config FROM versions WHERE function = ?1 AND version = '$LATEST'", [name], |r| r.get(0))
@@ -245,7 +240,7 @@ impl Db {
 
     /// Deletes a function, its versions, aliases, settings and queued events. Returns false if
     /// it did not exist.
-    pub fn delete_function(&mut self, name: &str) -> Result<bool, StoreError> {
+    fn delete_function(&mut self, name: &str) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
         for table in ["versions", "aliases", "event_invoke_configs", "provisioned_configs", "async_events"] {
             tx.execute(&format!("DELETE FROM {table} WHERE function = ?1"), [name])?;
@@ -258,16 +253,13 @@ impl Db {
     /// Publishes `$LATEST` as a new version, unless it is unchanged since the last version
     /// (then that version is returned, as Lambda does). `check` sees `$LATEST` first and may
     /// refuse (code hash and revision preconditions).
-    pub fn publish_version<F>(
+    fn publish_version(
         &mut self,
         name: &str,
         description: Option<&str>,
         now_ms: i64,
-        check: F,
-    ) -> Result<FunctionConfig, StoreError>
-    where
-        F: FnOnce(&FunctionConfig) -> Result<(), StoreError>,
-    {
+        check: crate::meta::Check<'_>,
+    ) -> Result<FunctionConfig, StoreError> {
         let tx = self.conn.transaction()?;
         let latest: Option<String> = tx
             .query_row("SELECT config FROM versions WHERE function = ?1 AND version = '$LATEST'", [name], |r| r.get(0))
@@ -306,7 +298,7 @@ impl Db {
     }
 
     /// Every version of a function: `$LATEST` first, then by number, after `after`.
-    pub fn list_versions(&self, name: &str) -> Result<Vec<FunctionConfig>, StoreError> {
+    fn list_versions(&self, name: &str) -> Result<Vec<FunctionConfig>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT config FROM versions WHERE function = ?1
              ORDER BY CASE version WHEN '$LATEST' THEN -1 ELSE CAST(version AS INTEGER) END",
@@ -320,7 +312,7 @@ impl Db {
     }
 
     /// Deletes one published version (refused while an alias points to it).
-    pub fn delete_version(&mut self, name: &str, version: &str) -> Result<bool, StoreError> {
+    fn delete_version(&mut self, name: &str, version: &str) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
         let mut users = Vec::new();
         {
@@ -345,7 +337,7 @@ impl Db {
         Ok(n > 0)
     }
 
-    pub fn get_alias(&self, function: &str, alias: &str) -> Result<Option<AliasConfig>, StoreError> {
+    fn get_alias(&self, function: &str, alias: &str) -> Result<Option<AliasConfig>, StoreError> {
         let json: Option<String> = self
             .conn
             .query_row("SELECT config FROM aliases WHERE function = ?1 AND name = ?2", [function, alias], |r| r.get(0))
@@ -353,7 +345,7 @@ impl Db {
         json.map(|j| serde_json::from_str(&j).map_err(json_err)).transpose()
     }
 
-    pub fn list_aliases(&self, function: &str) -> Result<Vec<AliasConfig>, StoreError> {
+    fn list_aliases(&self, function: &str) -> Result<Vec<AliasConfig>, StoreError> {
         let mut stmt = self.conn.prepare_cached("SELECT config FROM aliases WHERE function = ?1 ORDER BY name")?;
         let rows = stmt.query_map([function], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
@@ -364,7 +356,7 @@ impl Db {
     }
 
     /// Creates (`create`) or replaces an alias. Versions it names must exist.
-    pub fn put_alias(&mut self, function: &str, alias: &AliasConfig, create: bool) -> Result<(), StoreError> {
+    fn put_alias(&mut self, function: &str, alias: &AliasConfig, create: bool) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let exists: bool = tx
             .query_row("SELECT 1 FROM aliases WHERE function = ?1 AND name = ?2", [function, &alias.name], |_| Ok(()))
@@ -395,7 +387,7 @@ impl Db {
         Ok(())
     }
 
-    pub fn delete_alias(&mut self, function: &str, alias: &str) -> Result<bool, StoreError> {
+    fn delete_alias(&mut self, function: &str, alias: &str) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
         let n = tx.execute("DELETE FROM aliases WHERE function = ?1 AND name = ?2", [function, alias])?;
         tx.execute("DELETE FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2", [function, alias])?;
@@ -405,7 +397,7 @@ impl Db {
         Ok(n > 0)
     }
 
-    pub fn reserved_concurrency(&self, function: &str) -> Result<Option<Option<u32>>, StoreError> {
+    fn reserved_concurrency(&self, function: &str) -> Result<Option<Option<u32>>, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT reserved_concurrency FROM functions WHERE name = ?1", [function], |r| {
@@ -415,7 +407,7 @@ impl Db {
     }
 
     /// Sets (or clears) a function's reserved concurrency. False if there is no such function.
-    pub fn set_reserved_concurrency(&mut self, function: &str, value: Option<u32>) -> Result<bool, StoreError> {
+    fn set_reserved_concurrency(&mut self, function: &str, value: Option<u32>) -> Result<bool, StoreError> {
         Ok(self
             .conn
             .execute("UPDATE functions SET reserved_concurrency = ?2 WHERE name = ?1", params![function, value])?
@@ -423,7 +415,7 @@ impl Db {
     }
 
     /// Reserved concurrency of every function that has one.
-    pub fn all_reserved(&self) -> Result<Vec<(String, u32)>, StoreError> {
+    fn all_reserved(&self) -> Result<Vec<(String, u32)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT name, reserved_concurrency FROM functions WHERE reserved_concurrency IS NOT NULL")?;
@@ -431,7 +423,7 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn get_event_invoke_config(
+    fn get_event_invoke_config(
         &self,
         function: &str,
         qualifier: &str,
@@ -447,7 +439,7 @@ impl Db {
         json.map(|j| serde_json::from_str(&j).map_err(json_err)).transpose()
     }
 
-    pub fn list_event_invoke_configs(&self, function: &str) -> Result<Vec<(String, EventInvokeConfig)>, StoreError> {
+    fn list_event_invoke_configs(&self, function: &str) -> Result<Vec<(String, EventInvokeConfig)>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT qualifier, config FROM event_invoke_configs WHERE function = ?1 ORDER BY qualifier")?;
@@ -460,7 +452,7 @@ impl Db {
         Ok(out)
     }
 
-    pub fn put_event_invoke_config(
+    fn put_event_invoke_config(
         &mut self,
         function: &str,
         qualifier: &str,
@@ -473,14 +465,14 @@ impl Db {
         Ok(())
     }
 
-    pub fn delete_event_invoke_config(&mut self, function: &str, qualifier: &str) -> Result<bool, StoreError> {
+    fn delete_event_invoke_config(&mut self, function: &str, qualifier: &str) -> Result<bool, StoreError> {
         Ok(self.conn.execute(
             "DELETE FROM event_invoke_configs WHERE function = ?1 AND qualifier = ?2",
             [function, qualifier],
         )? > 0)
     }
 
-    pub fn put_provisioned(&mut self, function: &str, config: &ProvisionedConfig) -> Result<(), StoreError> {
+    fn put_provisioned(&mut self, function: &str, config: &ProvisionedConfig) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT OR REPLACE INTO provisioned_configs (function, qualifier, requested, last_modified_ms) VALUES (?1, ?2, ?3, ?4)",
             params![function, config.qualifier, config.requested, config.last_modified_ms],
@@ -488,7 +480,7 @@ impl Db {
         Ok(())
     }
 
-    pub fn delete_provisioned(&mut self, function: &str, qualifier: &str) -> Result<bool, StoreError> {
+    fn delete_provisioned(&mut self, function: &str, qualifier: &str) -> Result<bool, StoreError> {
         Ok(self
             .conn
             .execute("DELETE FROM provisioned_configs WHERE function = ?1 AND qualifier = ?2", [function, qualifier])?
@@ -496,7 +488,7 @@ impl Db {
     }
 
     /// Provisioned configurations of one function, or of all (`None`).
-    pub fn list_provisioned(&self, function: Option<&str>) -> Result<Vec<(String, ProvisionedConfig)>, StoreError> {
+    fn list_provisioned(&self, function: Option<&str>) -> Result<Vec<(String, ProvisionedConfig)>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT function, qualifier, requested, last_modified_ms FROM provisioned_configs
              WHERE ?1 IS NULL OR function = ?1 ORDER BY function, qualifier",
@@ -510,14 +502,14 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn tags(&self, name: &str) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+    fn tags(&self, name: &str) -> Result<Option<BTreeMap<String, String>>, StoreError> {
         let json: Option<String> =
             self.conn.query_row("SELECT tags FROM functions WHERE name = ?1", [name], |r| r.get(0)).optional()?;
         json.map(|j| serde_json::from_str(&j).map_err(json_err)).transpose()
     }
 
     /// Replaces a function's tags. Returns false if the function does not exist.
-    pub fn set_tags(&mut self, name: &str, tags: &BTreeMap<String, String>) -> Result<bool, StoreError> {
+    fn set_tags(&mut self, name: &str, tags: &BTreeMap<String, String>) -> Result<bool, StoreError> {
         let n = self.conn.execute(
             "UPDATE functions SET tags = ?2 WHERE name = ?1",
             params![name, serde_json::to_string(tags).map_err(json_err)?],
@@ -526,7 +518,7 @@ impl Db {
     }
 
     /// Number of functions and the total size of their packages.
-    pub fn usage(&self) -> Result<(u64, u64), StoreError> {
+    fn usage(&self) -> Result<(u64, u64), StoreError> {
         let count: i64 = self.conn.query_row("SELECT COUNT(*) FROM functions", [], |r| r.get(0))?;
         let size: i64 = self.conn.query_row("SELECT COALESCE(SUM(code_size), 0) FROM versions", [], |r| r.get(0))?;
         Ok((count as u64, size as u64))
@@ -534,7 +526,7 @@ impl Db {
 
     /// Code packages still referenced: by some function version (as its code or one of its
     /// layers) or by a layer version.
-    pub fn referenced_code(&self) -> Result<HashSet<String>, StoreError> {
+    fn referenced_code(&self) -> Result<HashSet<String>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT code_sha256 FROM versions UNION SELECT code_sha256 FROM layer_versions
              UNION SELECT json_extract(l.value, '$.code_sha256') FROM versions, json_each(versions.config, '$.layers') AS l",
@@ -544,7 +536,7 @@ impl Db {
     }
 
     /// The distinct lists of layers (package SHA-256s, in order) function versions use.
-    pub fn referenced_layer_sets(&self) -> Result<Vec<Vec<String>>, StoreError> {
+    fn referenced_layer_sets(&self) -> Result<Vec<Vec<String>>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT DISTINCT json_extract(config, '$.layers') FROM versions WHERE json_array_length(config, '$.layers') > 1",
         )?;
@@ -556,25 +548,27 @@ impl Db {
         }
         Ok(sets)
     }
+}
 
+impl crate::meta::Queue for Db {
     /// The earliest time any queued event is due.
-    pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
+    fn next_due(&self) -> Result<Option<i64>, StoreError> {
         Ok(self.conn.query_row("SELECT MIN(next_attempt_ms) FROM async_events", [], |r| r.get(0))?)
     }
 
     /// Makes every leased event due now (at start-up: whoever held them is gone).
-    pub fn release_leases(&mut self, now_ms: i64) -> Result<usize, StoreError> {
+    fn release_leases(&mut self, now_ms: i64) -> Result<usize, StoreError> {
         Ok(self.conn.execute("UPDATE async_events SET leased = 0, next_attempt_ms = ?1 WHERE leased = 1", [now_ms])?)
     }
 
     /// How many events are queued (for metrics and tests).
-    pub fn queued_events(&self) -> Result<u64, StoreError> {
+    fn queued_events(&self) -> Result<u64, StoreError> {
         Ok(self.conn.query_row("SELECT COUNT(*) FROM async_events", [], |r| r.get::<_, i64>(0))? as u64)
     }
 }
 
 /// True when two configurations run the same code the same way (ignoring identity fields).
-fn same_content(a: &FunctionConfig, b: &FunctionConfig) -> bool {
+pub(crate) fn same_content(a: &FunctionConfig, b: &FunctionConfig) -> bool {
     let strip = |c: &FunctionConfig| {
         let mut c = c.clone();
         c.version = String::new();
@@ -603,6 +597,7 @@ fn insert_version(tx: &rusqlite::Transaction<'_>, config: &FunctionConfig) -> Re
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::meta::*;
     use model::ConfigInput;
 
     pub(crate) fn config(name: &str) -> FunctionConfig {
@@ -635,17 +630,14 @@ pub(crate) mod tests {
         assert_eq!(db.usage().unwrap(), (3, 9));
     }
 
-    #[test]
-    fn update_checks_revision() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+    crate::conformance::both!(update_checks_revision, |db| {
         db.create_function(&config("f"), &BTreeMap::new()).unwrap();
-        assert!(matches!(db.update_latest("f", Some("nope"), |_| Ok(())), Err(StoreError::RevisionMismatch)));
+        assert!(matches!(db.update_latest("f", Some("nope"), &mut |_| Ok(())), Err(StoreError::RevisionMismatch)));
         let rev = db.get_version("f", "$LATEST").unwrap().unwrap().revision_id;
-        let updated = db.update_latest("f", Some(&rev), |c| {
+        let updated = db.update_latest("f", Some(&rev), &mut |c| {
             c.memory_mb = 512;
             Ok(())
         });
         assert_eq!(updated.unwrap().memory_mb, 512);
-    }
+    });
 }

@@ -6,19 +6,19 @@ use rusqlite::{OptionalExtension, params};
 use crate::StoreError;
 use crate::db::Db;
 
-fn decode(json: String) -> Result<LayerVersion, StoreError> {
+pub(crate) fn decode(json: String) -> Result<LayerVersion, StoreError> {
     serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn matches(v: &LayerVersion, runtime: Option<&str>, architecture: Option<&str>) -> bool {
+pub(crate) fn matches(v: &LayerVersion, runtime: Option<&str>, architecture: Option<&str>) -> bool {
     runtime.is_none_or(|r| v.compatible_runtimes.iter().any(|c| c == r))
         && architecture.is_none_or(|a| v.compatible_architectures.iter().any(|c| c == a))
 }
 
-impl Db {
+impl crate::meta::Layers for Db {
     /// Stores a new version of a layer (creating the layer) and returns it with its number:
     /// one more than the last ever published, even if that one was deleted.
-    pub fn publish_layer_version(&mut self, mut layer: LayerVersion) -> Result<LayerVersion, StoreError> {
+    fn publish_layer_version(&mut self, mut layer: LayerVersion) -> Result<LayerVersion, StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute("INSERT OR IGNORE INTO layers (name) VALUES (?1)", [&layer.name])?;
         layer.version = tx.query_row(
@@ -35,7 +35,7 @@ impl Db {
         Ok(layer)
     }
 
-    pub fn get_layer_version(&self, name: &str, version: u64) -> Result<Option<LayerVersion>, StoreError> {
+    fn get_layer_version(&self, name: &str, version: u64) -> Result<Option<LayerVersion>, StoreError> {
         self.conn
             .query_row(
                 "SELECT config FROM layer_versions WHERE name = ?1 AND version = ?2",
@@ -48,7 +48,7 @@ impl Db {
     }
 
     /// Versions of a layer, newest first, that match the filters, starting below `before`.
-    pub fn list_layer_versions(
+    fn list_layer_versions(
         &self,
         name: &str,
         runtime: Option<&str>,
@@ -74,7 +74,7 @@ impl Db {
     }
 
     /// Each layer's newest version matching the filters, by layer name, after `after`.
-    pub fn list_layers(
+    fn list_layers(
         &self,
         runtime: Option<&str>,
         architecture: Option<&str>,
@@ -103,7 +103,7 @@ impl Db {
     }
 
     /// Deletes one layer version; false if there was none.
-    pub fn delete_layer_version(&mut self, name: &str, version: u64) -> Result<bool, StoreError> {
+    fn delete_layer_version(&mut self, name: &str, version: u64) -> Result<bool, StoreError> {
         Ok(self
             .conn
             .execute("DELETE FROM layer_versions WHERE name = ?1 AND version = ?2", params![name, version as i64])?
@@ -129,10 +129,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn numbers_are_never_reused_and_lists_filter() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+    crate::conformance::both!(numbers_are_never_reused_and_lists_filter, |db| {
         assert_eq!(db.publish_layer_version(layer("a", &["python3.12"])).unwrap().version, 1);
         assert_eq!(db.publish_layer_version(layer("a", &["nodejs20.x"])).unwrap().version, 2);
         assert!(db.delete_layer_version("a", 2).unwrap());
@@ -152,5 +149,5 @@ mod tests {
         assert_eq!(db.list_layers(None, None, Some("a"), 10).unwrap().len(), 1);
         assert!(db.get_layer_version("a", 2).unwrap().is_none());
         assert!(db.referenced_code().unwrap().contains("sha-b"));
-    }
+    });
 }

@@ -52,12 +52,20 @@ enum Op {
     Flush(oneshot::Sender<()>),
 }
 
-/// Handle to the ledger. Cheap to clone.
+/// Handle to the ledger (this data directory's `ledger.db`, or the cluster's). Cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
-    tx: mpsc::Sender<Op>,
-    /// Connection for reports (WAL: readers never block the writer).
-    reader: Arc<Mutex<Connection>>,
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Sqlite {
+        tx: mpsc::Sender<Op>,
+        /// Connection for reports (WAL: readers never block the writer).
+        reader: Arc<Mutex<Connection>>,
+    },
+    Pg(crate::pg::PgLedger),
 }
 
 /// The most rows one transaction carries.
@@ -81,21 +89,43 @@ impl Ledger {
         let reader = connect(path)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new().name("stratus-ledger".into()).spawn(move || run(conn, rx))?;
-        Ok(Self { tx, reader: Arc::new(Mutex::new(reader)) })
+        Ok(Self { inner: Inner::Sqlite { tx, reader: Arc::new(Mutex::new(reader)) } })
+    }
+
+    /// The cluster's ledger (every node writes its own rows in batches).
+    pub fn cluster(ledger: crate::pg::PgLedger) -> Self {
+        Self { inner: Inner::Pg(ledger) }
+    }
+
+    fn pg(&self) -> Option<&crate::pg::PgLedger> {
+        match &self.inner {
+            Inner::Pg(l) => Some(l),
+            Inner::Sqlite { .. } => None,
+        }
     }
 
     /// Appends a row; returns at once (the writer commits it within one batch).
     pub fn record(&self, record: Record) {
-        if self.tx.send(Op::Record(record)).is_err() {
-            tracing::error!("the ledger writer stopped; an invocation was not recorded");
+        match &self.inner {
+            Inner::Sqlite { tx, .. } => {
+                if tx.send(Op::Record(record)).is_err() {
+                    tracing::error!("the ledger writer stopped; an invocation was not recorded");
+                }
+            }
+            Inner::Pg(l) => l.record(record),
         }
     }
 
     /// Waits until every row recorded before this call is committed.
     pub async fn flush(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Op::Flush(tx)).is_ok() {
-            let _ = rx.await;
+        match &self.inner {
+            Inner::Sqlite { tx, .. } => {
+                let (done, rx) = oneshot::channel();
+                if tx.send(Op::Flush(done)).is_ok() {
+                    let _ = rx.await;
+                }
+            }
+            Inner::Pg(l) => l.flush().await,
         }
     }
 
@@ -103,8 +133,12 @@ impl Ledger {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<T, StoreError>> {
-        let reader = self.reader.clone();
+        let reader = match &self.inner {
+            Inner::Sqlite { reader, .. } => Some(reader.clone()),
+            Inner::Pg(_) => None,
+        };
         async move {
+            let Some(reader) = reader else { return Err(StoreError::WorkerGone) };
             tokio::task::spawn_blocking(move || {
                 let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
                 f(&conn).map_err(StoreError::from)
@@ -123,12 +157,18 @@ impl Ledger {
         to_us: i64,
         group: Option<GroupBy>,
     ) -> Result<Vec<Usage>, StoreError> {
+        if let Some(l) = self.pg() {
+            return l.usage(account, from_us, to_us, group).await;
+        }
         self.read(move |c| usage(c, account.as_deref(), from_us, to_us, group)).await
     }
 
     /// The rows of one request id (an async event retried has several; at most 16), oldest
     /// first. Scans from the newest row: quick for recent requests, a full scan for unknown ones.
     pub async fn by_request(&self, request_id: String) -> Result<Vec<Record>, StoreError> {
+        if let Some(l) = self.pg() {
+            return l.by_request(request_id).await;
+        }
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM invocations WHERE request_id = ?1 ORDER BY seq DESC LIMIT 16"
@@ -143,6 +183,9 @@ impl Ledger {
 
     /// The newest rows of an account (or all), newest first.
     pub async fn recent(&self, account: Option<String>, limit: usize) -> Result<Vec<Record>, StoreError> {
+        if let Some(l) = self.pg() {
+            return l.recent(account, limit).await;
+        }
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM invocations WHERE (?1 IS NULL OR account = ?1) ORDER BY seq DESC LIMIT ?2"
@@ -155,6 +198,9 @@ impl Ledger {
 
     /// The number of rows (for tests and diagnostics).
     pub async fn count(&self) -> Result<i64, StoreError> {
+        if let Some(l) = self.pg() {
+            return l.count().await;
+        }
         self.read(|c| c.query_row("SELECT count(*) FROM invocations", [], |r| r.get(0))).await
     }
 }

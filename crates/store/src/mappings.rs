@@ -37,8 +37,8 @@ fn config(m: &Mapping) -> Result<String, StoreError> {
     serde_json::to_string(m).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-impl Db {
-    pub fn create_mapping(&mut self, m: &Mapping, now_ms: i64) -> Result<(), StoreError> {
+impl crate::meta::Mappings for Db {
+    fn create_mapping(&mut self, m: &Mapping, now_ms: i64) -> Result<(), StoreError> {
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO event_source_mappings (uuid, function, config, created_ms) VALUES (?1, ?2, ?3, ?4)",
             params![m.uuid, m.function, config(m)?, now_ms],
@@ -46,7 +46,7 @@ impl Db {
         if n == 0 { Err(StoreError::AlreadyExists) } else { Ok(()) }
     }
 
-    pub fn update_mapping(&mut self, m: &Mapping) -> Result<(), StoreError> {
+    fn update_mapping(&mut self, m: &Mapping) -> Result<(), StoreError> {
         let n = self.conn.execute(
             "UPDATE event_source_mappings SET function = ?2, config = ?3 WHERE uuid = ?1",
             params![m.uuid, m.function, config(m)?],
@@ -54,7 +54,7 @@ impl Db {
         if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
-    pub fn get_mapping(&self, uuid: &str) -> Result<Option<Mapping>, StoreError> {
+    fn get_mapping(&self, uuid: &str) -> Result<Option<Mapping>, StoreError> {
         let c: Option<String> = self
             .conn
             .query_row("SELECT config FROM event_source_mappings WHERE uuid = ?1", [uuid], |r| r.get(0))
@@ -63,7 +63,7 @@ impl Db {
     }
 
     /// Deletes a mapping and its checkpoints.
-    pub fn delete_mapping(&mut self, uuid: &str) -> Result<bool, StoreError> {
+    fn delete_mapping(&mut self, uuid: &str) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM esm_checkpoints WHERE uuid = ?1", [uuid])?;
         let n = tx.execute("DELETE FROM event_source_mappings WHERE uuid = ?1", [uuid])?;
@@ -73,7 +73,7 @@ impl Db {
 
     /// Mappings in creation order (then by UUID), of one function if given, after `after`
     /// (a UUID), at most `limit`.
-    pub fn list_mappings(
+    fn list_mappings(
         &self,
         function: Option<&str>,
         after: Option<&str>,
@@ -90,7 +90,7 @@ impl Db {
     }
 
     /// A partition's checkpoint.
-    pub fn checkpoint(&self, uuid: &str, partition: &str) -> Result<Option<String>, StoreError> {
+    fn checkpoint(&self, uuid: &str, partition: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
             .query_row(
@@ -102,22 +102,25 @@ impl Db {
     }
 
     /// Moves a partition's checkpoint (only if the mapping still exists).
-    pub fn set_checkpoint(
+    fn set_checkpoint(
         &mut self,
         uuid: &str,
         partition: &str,
         position: &str,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+        _fence: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        // One server polls each mapping here: there is no lease to check.
         // Cached: a busy mapping writes its checkpoint after every batch.
-        self.conn
+        let n = self
+            .conn
             .prepare_cached(
                 "INSERT INTO esm_checkpoints (uuid, partition, position, updated_ms)
                  SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM event_source_mappings WHERE uuid = ?1)
                  ON CONFLICT (uuid, partition) DO UPDATE SET position = excluded.position, updated_ms = excluded.updated_ms",
             )?
             .execute(params![uuid, partition, position, now_ms])?;
-        Ok(())
+        Ok(n > 0)
     }
 }
 
@@ -125,17 +128,12 @@ impl Db {
 mod tests {
     use model::esm::{Mapping, Source, SourceKind, StartingPosition};
 
-    use crate::db::Db;
-
     fn mapping(uuid: &str, function: &str) -> Mapping {
         let source = Source { kind: SourceKind::Nats, endpoints: vec!["nats://h".into()], name: "S".into() };
         Mapping::new(uuid.into(), function.into(), source, Some(StartingPosition::TrimHorizon))
     }
 
-    #[test]
-    fn mappings_and_checkpoints() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("db")).unwrap();
+    crate::conformance::both!(mappings_and_checkpoints, |db| {
         db.create_mapping(&mapping("a", "f"), 1).unwrap();
         db.create_mapping(&mapping("b", "g"), 2).unwrap();
         db.create_mapping(&mapping("c", "f"), 3).unwrap();
@@ -144,13 +142,13 @@ mod tests {
         assert_eq!(all, ["a", "b", "c"]);
         let f: Vec<String> = db.list_mappings(Some("f"), Some("a"), 10).unwrap().into_iter().map(|m| m.uuid).collect();
         assert_eq!(f, ["c"]);
-        db.set_checkpoint("a", "p", "41", 5).unwrap();
-        db.set_checkpoint("a", "p", "42", 6).unwrap();
+        db.set_checkpoint("a", "p", "41", 5, None).unwrap();
+        db.set_checkpoint("a", "p", "42", 6, None).unwrap();
         assert_eq!(db.checkpoint("a", "p").unwrap().as_deref(), Some("42"));
         // A deleted mapping's checkpoint goes with it and is never recreated.
         assert!(db.delete_mapping("a").unwrap());
-        db.set_checkpoint("a", "p", "43", 7).unwrap();
+        assert!(!db.set_checkpoint("a", "p", "43", 7, None).unwrap());
         assert_eq!(db.checkpoint("a", "p").unwrap(), None);
         assert!(db.get_mapping("a").unwrap().is_none());
-    }
+    });
 }

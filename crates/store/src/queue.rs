@@ -30,10 +30,18 @@ enum Op {
     },
 }
 
-/// Handle to the queue writer thread. Cheap to clone.
+/// Handle to the queue writer (this data directory's thread, or the cluster node's task).
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct QueueWriter {
-    tx: mpsc::Sender<Op>,
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Sqlite(mpsc::Sender<Op>),
+    /// The node's writer to the cluster's database, for one account.
+    Pg(crate::pg::PgQueue, std::sync::Arc<str>),
 }
 
 /// The most operations one transaction carries.
@@ -47,14 +55,23 @@ impl QueueWriter {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new().name("stratus-queue".into()).spawn(move || run(conn, rx))?;
-        Ok(Self { tx })
+        Ok(Self { inner: Inner::Sqlite(tx) })
+    }
+
+    /// The cluster's queue, as one account sees it.
+    pub fn cluster(queue: crate::pg::PgQueue, account: std::sync::Arc<str>) -> Self {
+        Self { inner: Inner::Pg(queue, account) }
     }
 
     /// Durably queues an event; returns its id once committed. Fails with `NotFound` if the
     /// function does not exist.
     pub async fn insert(&self, event: AsyncEvent) -> Result<i64, StoreError> {
+        let sender = match &self.inner {
+            Inner::Sqlite(sender) => sender,
+            Inner::Pg(q, account) => return q.insert(account, event).await,
+        };
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Op::Insert(event, tx)).map_err(|_| StoreError::WorkerGone)?;
+        sender.send(Op::Insert(event, tx)).map_err(|_| StoreError::WorkerGone)?;
         rx.await.map_err(|_| StoreError::WorkerGone)?
     }
 
@@ -64,20 +81,34 @@ impl QueueWriter {
     /// least once). Claims go through this writer too: one connection writing the queue means no waiting on
     /// SQLite's lock between two writers.
     pub async fn claim(&self, now_ms: i64, limit: usize, lease_until_ms: i64) -> Result<Vec<AsyncEvent>, StoreError> {
+        let sender = match &self.inner {
+            Inner::Sqlite(sender) => sender,
+            Inner::Pg(q, account) => return q.claim(account, now_ms, limit, lease_until_ms).await,
+        };
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Op::Claim { now_ms, limit, lease_until_ms, reply: tx }).map_err(|_| StoreError::WorkerGone)?;
+        sender.send(Op::Claim { now_ms, limit, lease_until_ms, reply: tx }).map_err(|_| StoreError::WorkerGone)?;
         rx.await.map_err(|_| StoreError::WorkerGone)?
     }
 
     /// Removes a delivered (or finally discarded) event. Not waited for: if the process dies
     /// first, the event is delivered again (at least once).
     pub fn delete(&self, id: i64) {
-        let _ = self.tx.send(Op::Delete(id));
+        match &self.inner {
+            Inner::Sqlite(sender) => {
+                let _ = sender.send(Op::Delete(id));
+            }
+            Inner::Pg(q, account) => q.delete(account, id),
+        }
     }
 
     /// Schedules an event's next attempt and releases its lease.
     pub fn reschedule(&self, id: i64, attempts: u32, next_attempt_ms: i64) {
-        let _ = self.tx.send(Op::Reschedule { id, attempts, next_attempt_ms });
+        match &self.inner {
+            Inner::Sqlite(sender) => {
+                let _ = sender.send(Op::Reschedule { id, attempts, next_attempt_ms });
+            }
+            Inner::Pg(q, account) => q.reschedule(account, id, attempts, next_attempt_ms),
+        }
     }
 }
 
@@ -190,50 +221,5 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use crate::Db;
-
-    fn event(function: &str) -> AsyncEvent {
-        AsyncEvent {
-            id: 0,
-            request_id: "r".into(),
-            function: function.into(),
-            qualifier: None,
-            payload: b"{}".to_vec(),
-            received_ms: 1,
-            trace: None,
-            trigger: None,
-            delivery: None,
-            attempts: 0,
-            next_attempt_ms: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn claims_lease_and_deleting_the_function_drops_its_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite");
-        let mut db = Db::open(&path).unwrap();
-        db.create_function(&crate::db::tests::config("f"), &BTreeMap::new()).unwrap();
-        let q = QueueWriter::start(&path).unwrap();
-        assert!(matches!(q.insert(event("missing")).await, Err(StoreError::NotFound)));
-        let id = q.insert(event("f")).await.unwrap();
-        let claimed = q.claim(10, 10, 1000).await.unwrap();
-        assert_eq!(claimed.iter().map(|e| e.id).collect::<Vec<_>>(), [id]);
-        assert!(q.claim(10, 10, 1000).await.unwrap().is_empty(), "a claimed event is leased");
-        assert_eq!(q.claim(1000, 10, 2000).await.unwrap().len(), 1, "the lease expires");
-        q.reschedule(id, 1, 5000);
-        assert!(q.claim(4999, 10, 9000).await.unwrap().is_empty(), "rescheduled to later");
-        assert_eq!(db.next_due().unwrap(), Some(5000));
-        assert!(db.delete_function("f").unwrap());
-        assert!(q.claim(i64::MAX, 10, 0).await.unwrap().is_empty());
-        assert_eq!(db.queued_events().unwrap(), 0);
     }
 }

@@ -6,9 +6,9 @@ use rusqlite::params;
 use crate::StoreError;
 use crate::db::Db;
 
-impl Db {
+impl crate::meta::Routes for Db {
     /// Adds or replaces a route.
-    pub fn put_route(&mut self, r: &RouteConfig) -> Result<(), StoreError> {
+    fn put_route(&mut self, r: &RouteConfig) -> Result<(), StoreError> {
         let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.conn.execute(
             "INSERT INTO http_routes (route_key, config) VALUES (?1, ?2)
@@ -18,13 +18,13 @@ impl Db {
         Ok(())
     }
 
-    pub fn list_routes(&self) -> Result<Vec<RouteConfig>, StoreError> {
+    fn list_routes(&self) -> Result<Vec<RouteConfig>, StoreError> {
         let mut stmt = self.conn.prepare_cached("SELECT config FROM http_routes ORDER BY route_key")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         rows.map(|r| serde_json::from_str(&r?).map_err(|e| StoreError::Corrupt(e.to_string()))).collect()
     }
 
-    pub fn delete_route(&mut self, route_key: &str) -> Result<bool, StoreError> {
+    fn delete_route(&mut self, route_key: &str) -> Result<bool, StoreError> {
         Ok(self.conn.execute("DELETE FROM http_routes WHERE route_key = ?1", [route_key])? > 0)
     }
 }
@@ -33,10 +33,7 @@ impl Db {
 mod tests {
     use super::*;
 
-    #[test]
-    fn routes_are_replaced_by_key_and_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+    crate::conformance::both!(routes_are_replaced_by_key_and_deleted, |db| {
         let mut r = RouteConfig {
             route_key: "GET /a".into(),
             function: "f".into(),
@@ -50,5 +47,5 @@ mod tests {
         assert_eq!(db.list_routes().unwrap(), [r]);
         assert!(db.delete_route("GET /a").unwrap());
         assert!(!db.delete_route("GET /a").unwrap());
-    }
+    });
 }

@@ -84,8 +84,8 @@ fn collect(rows: rusqlite::Rows<'_>) -> Result<Vec<StoredSchedule>, StoreError> 
         .collect()
 }
 
-impl Db {
-    pub fn group_exists(&self, group: &str) -> Result<bool, StoreError> {
+impl crate::meta::Schedules for Db {
+    fn group_exists(&self, group: &str) -> Result<bool, StoreError> {
         if group == DEFAULT_GROUP {
             return Ok(true);
         }
@@ -97,7 +97,7 @@ impl Db {
     }
 
     /// Groups with their creation time (the default group first).
-    pub fn list_groups(&self) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+    fn list_groups(&self) -> Result<Vec<(String, Option<i64>)>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT name, created_ms FROM schedule_groups ORDER BY name")?;
         let mut out = vec![(DEFAULT_GROUP.to_string(), None)];
         for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, Some(r.get::<_, i64>(1)?))))? {
@@ -106,7 +106,7 @@ impl Db {
         Ok(out)
     }
 
-    pub fn create_group(&mut self, group: &str, now_ms: i64) -> Result<(), StoreError> {
+    fn create_group(&mut self, group: &str, now_ms: i64) -> Result<(), StoreError> {
         if group == DEFAULT_GROUP {
             return Err(StoreError::AlreadyExists);
         }
@@ -118,7 +118,7 @@ impl Db {
     }
 
     /// Deletes a group and its schedules.
-    pub fn delete_group(&mut self, group: &str) -> Result<bool, StoreError> {
+    fn delete_group(&mut self, group: &str) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM schedules WHERE group_name = ?1", [group])?;
         let n = tx.execute("DELETE FROM schedule_groups WHERE name = ?1", [group])?;
@@ -126,7 +126,7 @@ impl Db {
         Ok(n > 0)
     }
 
-    pub fn create_schedule(&mut self, s: &Schedule, next_ms: Option<i64>) -> Result<(), StoreError> {
+    fn create_schedule(&mut self, s: &Schedule, next_ms: Option<i64>) -> Result<(), StoreError> {
         let config = serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO schedules (group_name, name, config, next_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -136,7 +136,7 @@ impl Db {
     }
 
     /// Replaces a schedule's configuration and next tick (its last fired tick stays).
-    pub fn update_schedule(&mut self, s: &Schedule, next_ms: Option<i64>) -> Result<(), StoreError> {
+    fn update_schedule(&mut self, s: &Schedule, next_ms: Option<i64>) -> Result<(), StoreError> {
         let config = serde_json::to_string(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let n = self.conn.execute(
             "UPDATE schedules SET config = ?3, next_ms = ?4, version = version + 1 WHERE group_name = ?1 AND name = ?2",
@@ -145,19 +145,19 @@ impl Db {
         if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
-    pub fn get_schedule(&self, group: &str, name: &str) -> Result<Option<StoredSchedule>, StoreError> {
+    fn get_schedule(&self, group: &str, name: &str) -> Result<Option<StoredSchedule>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!("SELECT {COLUMNS} FROM schedules WHERE group_name = ?1 AND name = ?2"))?;
         Ok(collect(stmt.query([group, name])?)?.pop())
     }
 
-    pub fn delete_schedule(&mut self, group: &str, name: &str) -> Result<bool, StoreError> {
+    fn delete_schedule(&mut self, group: &str, name: &str) -> Result<bool, StoreError> {
         Ok(self.conn.execute("DELETE FROM schedules WHERE group_name = ?1 AND name = ?2", [group, name])? > 0)
     }
 
     /// Schedules ordered by group and name, after `after` (`group/name`), at most `limit`.
-    pub fn list_schedules(
+    fn list_schedules(
         &self,
         group: Option<&str>,
         prefix: &str,
@@ -174,12 +174,12 @@ impl Db {
     }
 
     /// The earliest next tick of any schedule.
-    pub fn next_schedule_due(&self) -> Result<Option<i64>, StoreError> {
+    fn next_schedule_due(&self) -> Result<Option<i64>, StoreError> {
         Ok(self.conn.query_row("SELECT MIN(next_ms) FROM schedules WHERE next_ms IS NOT NULL", [], |r| r.get(0))?)
     }
 
     /// Schedules whose next tick is at or before `now_ms`.
-    pub fn due_schedules(&self, now_ms: i64, limit: usize) -> Result<Vec<StoredSchedule>, StoreError> {
+    fn due_schedules(&self, now_ms: i64, limit: usize) -> Result<Vec<StoredSchedule>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM schedules WHERE next_ms IS NOT NULL AND next_ms <= ?1 ORDER BY next_ms LIMIT ?2"
         ))?;
@@ -190,7 +190,7 @@ impl Db {
     /// `expected_next` to `new_next`, records `fired` as its last fired tick and queues its
     /// event, all or nothing (or is deleted, for ActionAfterCompletion DELETE after its last
     /// tick). A schedule that changed since it was read is left alone (`Fired::Stale`).
-    pub fn advance_schedules(&mut self, moves: &[Advance]) -> Result<Vec<Fired>, StoreError> {
+    fn advance_schedules(&mut self, moves: &[Advance]) -> Result<Vec<Fired>, StoreError> {
         let tx = self.conn.transaction()?;
         let mut out = Vec::with_capacity(moves.len());
         {
@@ -281,10 +281,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_tick_moves_once_and_queues_its_event_with_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+    crate::conformance::both!(a_tick_moves_once_and_queues_its_event_with_it, |db| {
         db.create_schedule(&schedule("s"), Some(60_000)).unwrap();
         assert!(matches!(db.create_schedule(&schedule("s"), None), Err(StoreError::AlreadyExists)));
         assert_eq!(db.due_schedules(59_999, 10).unwrap().len(), 0);
@@ -309,10 +306,9 @@ mod tests {
         assert_eq!(db.advance_schedules(&[planned]).unwrap(), [Fired::Stale]);
         let st = db.get_schedule(DEFAULT_GROUP, "s").unwrap().unwrap();
         assert_eq!((st.next_ms, st.last_fired_ms), (Some(120_000), Some(60_000)));
-        let queued: i64 = db.conn.query_row("SELECT COUNT(*) FROM async_events", [], |r| r.get(0)).unwrap();
-        assert_eq!(queued, 1);
+        assert_eq!(db.queued_events().unwrap(), 1);
         assert_eq!(db.next_schedule_due().unwrap(), Some(120_000));
         assert!(db.delete_schedule(DEFAULT_GROUP, "s").unwrap());
         assert_eq!(db.next_schedule_due().unwrap(), None);
-    }
+    });
 }

@@ -14,10 +14,10 @@ fn encode(c: &UrlConfig) -> Result<String, StoreError> {
     serde_json::to_string(c).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-impl Db {
+impl crate::meta::Urls for Db {
     /// Stores a new URL; `AlreadyExists` if the function (or alias) has one, `NotFound` if the
     /// function does not exist.
-    pub fn create_url(&mut self, c: &UrlConfig) -> Result<(), StoreError> {
+    fn create_url(&mut self, c: &UrlConfig) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let exists: bool =
             tx.query_row("SELECT 1 FROM functions WHERE name = ?1", [&c.function], |_| Ok(())).optional()?.is_some();
@@ -42,7 +42,7 @@ impl Db {
         Ok(())
     }
 
-    pub fn get_url(&self, function: &str, qualifier: Option<&str>) -> Result<Option<UrlConfig>, StoreError> {
+    fn get_url(&self, function: &str, qualifier: Option<&str>) -> Result<Option<UrlConfig>, StoreError> {
         self.conn
             .query_row(
                 "SELECT config FROM function_urls WHERE function = ?1 AND qualifier = ?2",
@@ -55,7 +55,7 @@ impl Db {
     }
 
     /// The URL a request's host names.
-    pub fn url_by_id(&self, url_id: &str) -> Result<Option<UrlConfig>, StoreError> {
+    fn url_by_id(&self, url_id: &str) -> Result<Option<UrlConfig>, StoreError> {
         self.conn
             .query_row("SELECT config FROM function_urls WHERE url_id = ?1", [url_id], |r| r.get::<_, String>(0))
             .optional()?
@@ -64,7 +64,7 @@ impl Db {
     }
 
     /// Replaces a URL's configuration (same function, qualifier and id).
-    pub fn put_url(&mut self, c: &UrlConfig) -> Result<(), StoreError> {
+    fn put_url(&mut self, c: &UrlConfig) -> Result<(), StoreError> {
         let n = self.conn.execute(
             "UPDATE function_urls SET config = ?3 WHERE function = ?1 AND qualifier = ?2",
             params![c.function, c.qualifier.clone().unwrap_or_default(), encode(c)?],
@@ -72,7 +72,7 @@ impl Db {
         if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
-    pub fn delete_url(&mut self, function: &str, qualifier: Option<&str>) -> Result<bool, StoreError> {
+    fn delete_url(&mut self, function: &str, qualifier: Option<&str>) -> Result<bool, StoreError> {
         Ok(self.conn.execute(
             "DELETE FROM function_urls WHERE function = ?1 AND qualifier = ?2",
             [function, qualifier.unwrap_or("")],
@@ -80,7 +80,7 @@ impl Db {
     }
 
     /// A function's URLs (unqualified first, then by alias), after `after` (a qualifier).
-    pub fn list_urls(&self, function: &str, after: Option<&str>, limit: usize) -> Result<Vec<UrlConfig>, StoreError> {
+    fn list_urls(&self, function: &str, after: Option<&str>, limit: usize) -> Result<Vec<UrlConfig>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT config FROM function_urls WHERE function = ?1 AND (?2 IS NULL OR qualifier > ?2)
              ORDER BY qualifier LIMIT ?3",
@@ -109,10 +109,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_url_per_function_or_alias_and_gone_with_the_function() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("db.sqlite")).unwrap();
+    crate::conformance::both!(one_url_per_function_or_alias_and_gone_with_the_function, |db| {
         assert!(matches!(db.create_url(&url("f", None, "a")), Err(StoreError::NotFound)));
         db.create_function(&crate::db::tests::config("f"), &BTreeMap::new()).unwrap();
         db.create_url(&url("f", None, "a")).unwrap();
@@ -129,5 +126,5 @@ mod tests {
         assert!(db.delete_url("f", Some("prod")).unwrap());
         assert!(db.delete_function("f").unwrap());
         assert!(db.url_by_id("a").unwrap().is_none());
-    }
+    });
 }

@@ -59,7 +59,7 @@ impl Nats {
                     // Fix "latest" now, so records published while the mapping starts are not skipped.
                     let last = stream.info().await?.state.last_sequence;
                     let (uuid, pos) = (mapping.uuid.clone(), last.to_string());
-                    store.run(move |db| db.set_checkpoint(&uuid, PARTITION, &pos, now_ms())).await?;
+                    store.run(move |db| db.set_checkpoint(&uuid, PARTITION, &pos, now_ms(), None)).await?;
                     DeliverPolicy::ByStartSequence { start_sequence: last + 1 }
                 }
                 Some(StartingPosition::AtTimestamp) => {
@@ -126,7 +126,7 @@ impl Source for Nats {
         };
         let (store, uuid, pos) = (self.store.clone(), self.mapping.uuid.clone(), last.to_string());
         Box::pin(async move {
-            store.run(move |db| db.set_checkpoint(&uuid, PARTITION, &pos, now_ms())).await?;
+            store.run(move |db| db.set_checkpoint(&uuid, PARTITION, &pos, now_ms(), None)).await?;
             Ok(())
         })
     }

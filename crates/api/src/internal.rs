@@ -48,6 +48,8 @@ async fn code(State(state): State<ApiState>, Path(file): Path<String>) -> Result
     if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
         return Err(not_found());
     }
+    // In a cluster, the package may have been uploaded through another node.
+    state.store.ensure_code(&[hex.to_string()]).await.map_err(|_| not_found())?;
     let path = state.store.code.blob(hex);
     let file = tokio::fs::File::open(&path).await.map_err(|_| not_found())?;
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);

@@ -298,6 +298,7 @@ pub(crate) async fn resolve(state: &ApiState, arns: Option<Vec<String>>) -> Resu
     if refs.len() > 1 {
         let code = state.store.code.clone();
         let shas: Vec<String> = refs.iter().map(|r| r.code_sha256.clone()).collect();
+        state.store.ensure_code(&shas).await.map_err(|e| ApiError::internal("cannot fetch the layers", e))?;
         tokio::task::spawn_blocking(move || code.opt_tree(&shas))
             .await
             .map_err(|_| ApiError(LambdaError::service("cannot prepare the layers")))?

@@ -45,6 +45,8 @@ pub struct Platform {
     factory: TenantFactory,
     creating: tokio::sync::Mutex<()>,
     metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// The cluster this node belongs to (cluster mode only).
+    cluster: std::sync::OnceLock<cluster::Node>,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -70,6 +72,7 @@ impl Platform {
             factory,
             creating: tokio::sync::Mutex::new(()),
             metrics,
+            cluster: std::sync::OnceLock::new(),
         });
         platform.link_fronts();
         platform
@@ -115,6 +118,42 @@ impl Platform {
         self.tenants.write().unwrap_or_else(|p| p.into_inner()).insert(account.to_string(), tenant.clone());
         self.link_fronts();
         Ok(Some(tenant))
+    }
+
+    /// Joins the platform to its cluster: forwarded invocations are accepted (signed by the
+    /// cluster's hop key), and control-plane changes made here are announced to the others.
+    pub fn set_cluster(&self, node: cluster::Node) {
+        let _ = self.cluster.set(node);
+    }
+
+    /// Another node changed something of an account: drops what this node cached of it.
+    pub fn apply_change(&self, change: &::invoke::cluster::Change) {
+        let Some(t) = read(&self.tenants).get(&change.account).cloned() else { return };
+        let s = &t.state;
+        if let Some(f) = &change.function {
+            s.invoker.reload(f);
+        }
+        s.http.invalidate();
+        s.invoker.invalidate_provisioned();
+        if change.path.contains("/schedules") || change.path.contains("/schedule-groups") {
+            s.scheduler.changed();
+        }
+        if change.path.contains("/event-source-mappings") || change.function.is_some() {
+            let uuid = change.path.split("/event-source-mappings/").nth(1).map(|u| u.trim_end_matches('/').to_string());
+            s.pollers.refresh(uuid.filter(|u| !u.is_empty()));
+        }
+    }
+
+    /// Tells every account's pollers to stop after their batch (a cluster node draining).
+    pub fn stop_pollers(&self) {
+        for t in read(&self.tenants).values() {
+            t.state.pollers.stop_all();
+        }
+    }
+
+    /// Every started account's invoker (for the node's load report and draining).
+    pub fn invokers(&self) -> Vec<::invoke::Invoker> {
+        read(&self.tenants).values().map(|t| t.state.invoker.clone()).collect()
     }
 
     /// The authenticator every API shares (the object API checks its keys through it).
@@ -163,6 +202,8 @@ impl Platform {
         Router::new()
             .route("/metrics", axum::routing::get(metrics))
             .route("/_stratus/health", axum::routing::get(open))
+            .route(cluster::hop::INVOKE_PATH, axum::routing::post(forwarded))
+            .route("/_stratus/cluster", axum::routing::get(cluster_status))
             .fallback(dispatch)
             .layer(middleware::from_fn(request_context))
             .with_state(self)
@@ -179,6 +220,19 @@ async fn metrics(State(p): State<Arc<Platform>>) -> Response {
         t.state.invoker.update_gauges();
     }
     ([("content-type", "text/plain; version=0.0.4")], render()).into_response()
+}
+
+/// The cluster's nodes (`stratus cluster status`), like `/metrics` open to whoever reaches the
+/// API: it names nodes and what they hold, never data.
+async fn cluster_status(State(p): State<Arc<Platform>>) -> Response {
+    let Some(node) = p.cluster.get() else {
+        return ApiError(LambdaError::not_found("This server runs in embedded mode: it is not part of a cluster."))
+            .into_response();
+    };
+    match node.status().await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => ApiError::internal("cannot read the cluster's members", e).into_response(),
+    }
 }
 
 /// Endpoints that need no signature (health checks).
@@ -317,9 +371,79 @@ async fn dispatch(State(p): State<Arc<Platform>>, req: Request) -> Response {
         }
         Err(e) => return ApiError(e).into_response(),
     };
+    let change = p.cluster.get().and_then(|_| change_of(&parts.method, parts.uri.path(), &account));
     let mut req = Request::from_parts(parts, Body::from(body));
     req.extensions_mut().insert(caller);
-    tenant.router.clone().oneshot(req).await.into_response()
+    let response = tenant.router.clone().oneshot(req).await.into_response();
+    if let (Some(node), Some(change)) = (p.cluster.get(), change)
+        && response.status().is_success()
+    {
+        ::invoke::cluster::Cluster::changed(node, change);
+    }
+    response
+}
+
+/// The change a request makes, for the other nodes of a cluster: every successful request
+/// that is not a read or an invocation.
+fn change_of(method: &Method, path: &str, account: &str) -> Option<::invoke::cluster::Change> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || path.starts_with("/_stratus/") {
+        return None;
+    }
+    let tail = path.trim_end_matches('/');
+    if tail.ends_with("/invocations")
+        || tail.ends_with("/response-streaming-invocations")
+        || tail.ends_with("/invoke-async")
+    {
+        return None;
+    }
+    let raw = path
+        .split_once("/functions/")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
+        .or_else(|| path.split_once("/tags/").map(|(_, arn)| arn));
+    let function = raw
+        .and_then(|r| percent_encoding::percent_decode_str(r).decode_utf8().ok())
+        .and_then(|n| FunctionRef::parse(&n, NameUse::Reference).ok())
+        .map(|r| r.name);
+    Some(::invoke::cluster::Change { account: account.to_string(), function, path: path.to_string() })
+}
+
+/// An invocation another node of the cluster forwarded here (its hop signature is its
+/// authentication).
+async fn forwarded(State(p): State<Arc<Platform>>, req: Request) -> Response {
+    let respond = |(status, headers, body): (u16, Vec<(&'static str, String)>, bytes::Bytes)| {
+        let mut r = Response::new(Body::from(body));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        for (k, v) in headers {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+                r.headers_mut().insert(k, v);
+            }
+        }
+        r
+    };
+    let Some(node) = p.cluster.get() else { return respond(cluster::hop::refuse("this node is not in a cluster")) };
+    let (parts, body) = req.into_parts();
+    let body = match crate::read_body(body, MAX_SIGNED_BODY, "Invoke").await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let fwd = match cluster::hop::receive(node.hop_key(), &headers, body) {
+        Ok(f) => f,
+        Err(why) => {
+            tracing::warn!(why, "refused a forwarded invocation");
+            return respond(cluster::hop::refuse(&why));
+        }
+    };
+    let invoker = match p.invoker(&fwd.account).await {
+        Ok(Some(i)) => i,
+        Ok(None) => return respond(cluster::hop::refuse("no such account")),
+        Err(e) => return respond(cluster::hop::answer(Err(e))),
+    };
+    respond(cluster::hop::answer(invoker.invoke_forwarded(fwd.request, fwd.version).await))
 }
 
 #[cfg(test)]

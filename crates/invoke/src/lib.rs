@@ -13,6 +13,7 @@
 
 mod admission;
 mod capture;
+pub mod cluster;
 mod env;
 pub mod meter;
 pub mod otel;
@@ -50,6 +51,10 @@ pub const NETWORK_TAG: &str = "stratus:network";
 /// immediate freeze puts the runtime's `/next` request behind the thaw on every warm call).
 pub const DEFAULT_FREEZE_AFTER: Duration = Duration::from_millis(50);
 
+/// The start of the message of a forwarding error that means the node could not be reached
+/// (the caller may try another node).
+pub const UNREACHABLE: &str = "node unreachable: ";
+
 /// Settings of the invocation path.
 #[derive(Debug, Clone)]
 pub struct InvokerConfig {
@@ -83,6 +88,19 @@ pub struct InvokerConfig {
     /// Variables every function of the account gets and cannot override: the platform's
     /// service endpoints (`AWS_ENDPOINT_URL_S3`, …) and the account's function credentials.
     pub service_env: Arc<Vec<(String, String)>>,
+    /// The cluster this node belongs to (`None` in embedded mode): invocations run on the
+    /// node that owns their function version.
+    pub cluster: Option<ClusterHandle>,
+}
+
+/// The node's cluster, shared by every account's invoker.
+#[derive(Clone)]
+pub struct ClusterHandle(pub Arc<dyn cluster::Cluster>);
+
+impl std::fmt::Debug for ClusterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cluster({})", self.0.node_id())
+    }
 }
 
 impl InvokerConfig {
@@ -103,6 +121,7 @@ impl InvokerConfig {
             metering: true,
             otlp: None,
             service_env: Arc::default(),
+            cluster: None,
         }
     }
 }
@@ -224,6 +243,11 @@ impl Invoker {
 
     pub fn scope(&self) -> &Scope {
         &self.inner.config.scope
+    }
+
+    /// The cluster this node belongs to, if any.
+    pub fn cluster(&self) -> Option<ClusterHandle> {
+        self.inner.config.cluster.clone()
     }
 
     /// Every pool of every function.
@@ -358,6 +382,32 @@ impl Invoker {
         self.reserved(function, &st).await.ok().flatten()
     }
 
+    /// Another node changed `function` (or deleted it): drops everything cached of it, its
+    /// reservation included, and recounts the account's reservations from the store.
+    pub fn reload(&self, function: &str) {
+        // Not `forget`: invocations in flight keep counting against the same counters.
+        self.invalidate(function);
+        if let Some(st) = lock(&self.inner.functions).get(function) {
+            *lock(&st.reserved) = None;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.inner.store.run(|db| db.all_reserved()).await {
+                Ok(all) => {
+                    let sum: usize = all.iter().map(|(_, r)| *r as usize).sum();
+                    this.inner.account.reserved_sum.store(sum, Ordering::Release);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot recount reserved concurrency"),
+            }
+        });
+    }
+
+    /// Invocations running on this node now, in every function of the account.
+    pub fn in_flight(&self) -> usize {
+        let states: Vec<Arc<FunctionState>> = lock(&self.inner.functions).values().cloned().collect();
+        states.iter().map(|s| s.concurrency.in_flight.load(Ordering::Acquire)).sum()
+    }
+
     /// Forgets a deleted function entirely.
     pub fn forget(&self, function: &str) {
         self.invalidate(function);
@@ -454,6 +504,14 @@ impl Invoker {
                 .await
                 .map_err(|e| LambdaError::service(format!("cannot read the function: {e}")))?
                 .ok_or_else(|| self.not_found(name, Some(version)))?;
+            // In a cluster, the package may not be on this node yet.
+            let mut packages = vec![config.code_sha256.clone()];
+            packages.extend(config.layers.iter().map(|l| l.code_sha256.clone()));
+            self.inner
+                .store
+                .ensure_code(&packages)
+                .await
+                .map_err(|e| LambdaError::service(format!("cannot fetch the function's code: {e}")))?;
             let pool = Arc::new(Pool::new(self.blueprint(config, &tags)?, self.inner.config.max_envs_per_function));
             let mut pools = lock(&st.pools);
             if st.epoch.load(Ordering::Acquire) != epoch {
@@ -621,6 +679,66 @@ impl Invoker {
     ) -> Result<(InvokeResult, bool), LambdaError> {
         let st = self.state(&req.function);
         let version = self.resolve(&req.function, &st, req.qualifier.as_deref()).await?;
+        if let Some(cluster) = &self.inner.config.cluster {
+            let key = format!("{}/{}/{version}", self.inner.config.scope.account, req.function);
+            let ranked = cluster.0.rank(&key);
+            if ranked.first().is_some_and(|p| !p.local) {
+                let reserved = self.reserved(&req.function, &st).await?;
+                return self.forward(cluster, ranked, &version, req, reserved).await.map(|r| (r, false));
+            }
+        }
+        self.run_here(req, sink, st, version).await
+    }
+
+    /// Runs an invocation another node forwarded here, as version `version` (which the
+    /// forwarding node picked when it resolved the qualifier).
+    pub async fn invoke_forwarded(&self, req: InvokeRequest, version: String) -> Result<InvokeResult, LambdaError> {
+        let st = self.state(&req.function);
+        self.run_here(req, None, st, version).await.map(|(r, _)| r)
+    }
+
+    /// Sends an invocation to the nodes `ranked` prefers, in order: the owner first; the next
+    /// ones when the owner cannot be reached, or (for a function without reserved concurrency,
+    /// whose limit the owner alone enforces) when it is full.
+    async fn forward(
+        &self,
+        cluster: &ClusterHandle,
+        ranked: Vec<cluster::Peer>,
+        version: &str,
+        req: InvokeRequest,
+        reserved: Option<u32>,
+    ) -> Result<InvokeResult, LambdaError> {
+        let account = &self.inner.config.scope.account;
+        let mut refused = None;
+        for peer in ranked.iter().take(3) {
+            let outcome = if peer.local {
+                let st = self.state(&req.function);
+                self.run_here(req.clone(), None, st, version.to_string()).await.map(|(r, _)| r)
+            } else {
+                cluster.0.forward(peer, account, version, &req).await
+            };
+            match outcome {
+                Err(e) if e.code == model::ErrorCode::Service && e.message.starts_with(UNREACHABLE) => {
+                    tracing::warn!(node = %peer.node_id, error = %e.message, "a node could not be reached; trying the next");
+                    refused.get_or_insert(e);
+                }
+                Err(e) if reserved.is_none() && e.reason == Some(ThrottleReason::ConcurrentInvocationLimitExceeded) => {
+                    refused = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(refused.unwrap_or_else(|| LambdaError::service("no node could run the invocation")))
+    }
+
+    /// Runs an invocation on this node.
+    async fn run_here(
+        &self,
+        req: InvokeRequest,
+        sink: Option<mpsc::Sender<StreamMsg>>,
+        st: Arc<FunctionState>,
+        version: String,
+    ) -> Result<(InvokeResult, bool), LambdaError> {
         let pool = self.pool_for(&req.function, &st, &version).await?;
         let reserved = self.reserved(&req.function, &st).await?;
         let bp = pool.blueprint.clone();

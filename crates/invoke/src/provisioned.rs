@@ -76,6 +76,20 @@ impl Invoker {
             },
             q => q.version().unwrap_or_default(),
         };
+        if let Some(c) = &self.inner.config.cluster {
+            // Provisioned environments live on the node that owns the version, where its
+            // invocations are sent; the others give theirs up.
+            let key = format!("{}/{function}/{version}", self.inner.config.scope.account);
+            if !c.0.preferred(&key) {
+                if let Some(pool) = lock(&st.pools).get(&version) {
+                    pool.demote_provisioned(0);
+                }
+                // What the owner reports; this node does not measure it.
+                status.allocated = config.requested;
+                status.status = "READY";
+                return status;
+            }
+        }
         let pool = match self.pool_for(function, &st, &version).await {
             Ok(p) => p,
             Err(e) => {

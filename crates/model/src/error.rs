@@ -58,6 +58,33 @@ impl ErrorCode {
             Self::Conflict => "ConflictException",
         }
     }
+
+    /// Reads [`ErrorCode::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        use ErrorCode::*;
+        [
+            ResourceNotFound,
+            ResourceConflict,
+            InvalidParameterValue,
+            Validation,
+            RequestEntityTooLarge,
+            InvalidRequestContent,
+            TooManyRequests,
+            Service,
+            PreconditionFailed,
+            UnsupportedMediaType,
+            ResourceNotReady,
+            InvalidRuntime,
+            ProvisionedConcurrencyConfigNotFound,
+            MissingAuthenticationToken,
+            UnrecognizedClient,
+            InvalidSignature,
+            AccessDenied,
+            Conflict,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
 }
 
 /// Why a caller was throttled (`Reason` of `TooManyRequestsException`).
@@ -77,6 +104,17 @@ impl ThrottleReason {
                 "ReservedFunctionConcurrentInvocationLimitExceeded"
             }
         }
+    }
+
+    /// Reads [`ThrottleReason::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::ConcurrentInvocationLimitExceeded,
+            Self::FunctionInvocationRateLimitExceeded,
+            Self::ReservedFunctionConcurrentInvocationLimitExceeded,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 

@@ -113,6 +113,44 @@ pub struct ServeArgs {
     /// Bytes of logs kept per function before the oldest are removed.
     #[arg(long, env = "STRATUS_LOG_BUDGET", default_value_t = 64 << 20)]
     log_budget: u64,
+    /// Join a cluster whose state is in this PostgreSQL database
+    /// (`postgres://user:password@host:port/database`; needs --nats-url too). Without it,
+    /// Stratus runs on its own, its state in the data directory.
+    #[arg(long, env = "STRATUS_DATABASE_URL", requires = "nats_url", help_heading = "Cluster")]
+    database_url: Option<String>,
+    /// The cluster's NATS server(s) (`nats://host:4222`), for signals between nodes.
+    #[arg(long, env = "STRATUS_NATS_URL", requires = "database_url", help_heading = "Cluster")]
+    nats_url: Option<String>,
+    /// This node's id in the cluster (default: made up once and kept in the data directory).
+    #[arg(long, env = "STRATUS_NODE_ID", help_heading = "Cluster")]
+    node_id: Option<String>,
+    /// The API address the other nodes reach this one at (`http://host:port`; default: the
+    /// --listen address).
+    #[arg(long, env = "STRATUS_ADVERTISE", help_heading = "Cluster")]
+    advertise: Option<String>,
+    /// How long a stopping cluster node waits for its invocations in flight to finish.
+    #[arg(long, env = "STRATUS_DRAIN_SECS", default_value_t = 30, help_heading = "Cluster")]
+    drain_secs: u64,
+}
+
+/// This node's id: given, or made up once and kept in the data directory.
+fn node_id(args: &ServeArgs, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    if let Some(id) = &args.node_id {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            anyhow::bail!("--node-id takes letters, digits, '-' and '_', got {id:?}");
+        }
+        return Ok(id.clone());
+    }
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    std::fs::write(&path, format!("{id}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -125,7 +163,36 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let log_limits = store::LogLimits { budget_per_function: args.log_budget, ..Default::default() };
     store::set_background_thread_hook(sandbox::tuning::background_thread);
-    let store = store::Store::open(&data_dir, log_limits).context("cannot open the data directory")?;
+    // Bound before anything else, so a cluster node can advertise where it listens.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let node = match (&args.database_url, &args.nats_url) {
+        (Some(database_url), Some(nats_url)) => {
+            let config = cluster::ClusterConfig {
+                database_url: database_url.clone(),
+                nats_url: nats_url.clone(),
+                node_id: node_id(&args, &data_dir)?,
+                address: args.advertise.clone().unwrap_or_else(|| format!("http://{}", reachable(addr))),
+            };
+            Some(cluster::Node::join(config).await.map_err(|e| {
+                let mut reason = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    reason.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                anyhow::anyhow!("cannot join the cluster: {reason}")
+            })?)
+        }
+        _ => None,
+    };
+    let store = match &node {
+        Some(n) => store::Store::open_cluster(&data_dir, log_limits, n.stores(), &scope.account),
+        None => store::Store::open(&data_dir, log_limits),
+    }
+    .context("cannot open the data directory")?;
     match store.collect_garbage() {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, "removed unreferenced code packages"),
@@ -183,17 +250,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let accounts = store::accounts::Accounts::open(&data_dir, &scope.account).context("cannot open the accounts")?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let accounts = match &node {
+        Some(n) => store::accounts::Accounts::open_cluster(&n.stores().pool, &scope.account).await,
+        None => store::accounts::Accounts::open(&data_dir, &scope.account),
+    }
+    .context("cannot open the accounts")?;
+    config.cluster = node.as_ref().map(|n| invoke::ClusterHandle(Arc::new(n.clone())));
     let http_listener = tokio::net::TcpListener::bind(args.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (the HTTP front; --http-listen)", args.http_listen))?;
     let s3_listener = tokio::net::TcpListener::bind(args.s3_listen)
         .await
         .with_context(|| format!("cannot listen on {} (the object API; --s3-listen)", args.s3_listen))?;
-    let addr = listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let s3_addr = s3_listener.local_addr()?;
     let objects_store =
@@ -212,6 +280,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         url_domain: args.url_domain.clone(),
         http_max_body: args.http_max_body,
         schedule_seconds: args.schedule_seconds,
+        cluster: node.as_ref().map(|n| n.stores().clone()),
     });
     let default_state = shared.tenant(&scope.account)?;
     let front = default_state.http.clone();
@@ -223,6 +292,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
     );
     platform.start_all().await.map_err(|e| anyhow::anyhow!("cannot start the accounts: {}", e.message))?;
+    if let Some(n) = &node {
+        platform.set_cluster(n.clone());
+        let p = platform.clone();
+        n.on_change(move |change| p.apply_change(&change));
+        let p = platform.clone();
+        n.report_load(move || {
+            let invokers = p.invokers();
+            serde_json::json!({ "in_flight": invokers.iter().map(|i| i.in_flight()).sum::<usize>() })
+        });
+        // Every node runs every account's schedulers, pollers and queue: accounts created
+        // through another node (or `stratus accounts`) start here within seconds.
+        let p = platform.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if let Err(e) = p.start_all().await {
+                    tracing::warn!(error = %e.message, "cannot start the cluster's accounts");
+                }
+            }
+        });
+    }
     match auth_mode {
         api::auth::AuthMode::Enforced => {
             tracing::info!("API requests must be signed with an access key (stratus accounts keys create)")
@@ -267,7 +357,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         objects::service(object_api, keys, auth_mode == api::auth::AuthMode::Enforced),
         stopped(),
     ));
-    tracing::info!(data_dir = %data_dir.display(), "Stratus is ready");
+    tracing::info!(data_dir = %data_dir.display(), cluster = node.is_some(), "Stratus is ready");
     // Tests and scripts read the bound addresses from these lines. Written at once, and a
     // reader that stopped listening is no reason to fail.
     {
@@ -275,7 +365,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(
             format!(
-                "Stratus listening on http://{addr}\nStratus HTTP front (function URLs, HTTP routes) on http://{http_addr}\nStratus S3 API on http://{s3_addr}\n"
+                "Stratus listening on http://{addr}\nStratus HTTP front (function URLs, HTTP routes) on http://{http_addr}\nStratus S3 API on http://{s3_addr}\n{}",
+                match &node {
+                    Some(n) => format!("Stratus cluster node {} (incarnation {})\n", invoke::cluster::Cluster::node_id(n), n.incarnation()),
+                    None => String::new(),
+                }
             )
             .as_bytes(),
         );
@@ -284,9 +378,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    let drain = (node.clone(), platform.clone(), Duration::from_secs(args.drain_secs));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
+            if let (Some(n), p, limit) = &drain {
+                drain_node(n, p, *limit).await;
+            }
             let _ = stop_tx.send(true);
         })
         .await?;
@@ -294,8 +392,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = s3_server.await;
     tracing::info!("shutting down: stopping execution environments");
     platform.shutdown().await;
+    if let Some(n) = &node {
+        n.leave().await;
+        tracing::info!("left the cluster");
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
+}
+
+/// Drains a cluster node before it stops: it leaves placement (new invocations go to the
+/// others, who also take over its mappings and schedules), its pollers stop after their batch
+/// and give their leases up, and the invocations it runs finish (up to `limit`). The API keeps
+/// answering meanwhile.
+async fn drain_node(node: &cluster::Node, platform: &api::platform::Platform, limit: Duration) {
+    tracing::info!("draining: new invocations go to the other nodes");
+    node.drain().await;
+    platform.stop_pollers();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let running: usize = platform.invokers().iter().map(|i| i.in_flight()).sum();
+        if running == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            tracing::warn!(running, "draining: invocations still running at the deadline are cut short");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!("drained");
 }
 
 /// What every account's API is built from.
@@ -316,6 +441,8 @@ struct Shared {
     url_domain: String,
     http_max_body: usize,
     schedule_seconds: bool,
+    /// The cluster's shared stores (cluster mode only).
+    cluster: Option<store::ClusterStores>,
 }
 
 impl Shared {
@@ -340,8 +467,11 @@ impl Shared {
             self.store.clone()
         } else {
             let dir = self.store.root().join("accounts").join(account);
-            let store = store::Store::open_with_ledger(&dir, self.log_limits, self.store.ledger.clone())
-                .with_context(|| format!("cannot open {}", dir.display()))?;
+            let store = match &self.cluster {
+                Some(c) => store::Store::open_cluster(&dir, self.log_limits, c, account),
+                None => store::Store::open_with_ledger(&dir, self.log_limits, self.store.ledger.clone()),
+            }
+            .with_context(|| format!("cannot open {}", dir.display()))?;
             if let Err(e) = store.collect_garbage() {
                 tracing::warn!(account, error = %e, "cannot collect unreferenced code packages");
             }

@@ -64,8 +64,29 @@ fn now_ms() -> i64 {
     model::logfmt::now_ms()
 }
 
+/// A request id (UUID-shaped) derived from a schedule and one of its ticks.
+fn tick_request_id(arn: &str, tick_ms: i64) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("{arn}\n{tick_ms}").as_bytes());
+    let h = hex::encode(&d[..16]);
+    format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+}
+
 async fn run(invoker: Invoker, store: Store, wake: Arc<tokio::sync::Notify>) {
+    let cluster = invoker.cluster();
+    let account = invoker.scope().account.clone();
+    let key = format!("schedules/{account}");
     loop {
+        // In a cluster, one node (the one rendezvous hashing prefers among the live ones)
+        // fires an account's schedules; any other would find each tick already moved.
+        if let Some(c) = &cluster {
+            let mine = c.0.preferred(&key) && !c.0.draining();
+            c.0.holding("schedules", &account, mine);
+            if !mine {
+                let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                continue;
+            }
+        }
         let now = now_ms();
         let due = match store.run(move |db| db.due_schedules(now, BATCH)).await {
             Ok(d) => d,
@@ -83,9 +104,11 @@ async fn run(invoker: Invoker, store: Store, wake: Arc<tokio::sync::Notify>) {
             continue;
         }
         let next = store.run(|db| db.next_schedule_due()).await.ok().flatten();
+        // In a cluster, look again soon: who fires may change, and others may add schedules.
+        let most = if cluster.is_some() { 1_000 } else { 60_000 };
         let wait = match next {
-            Some(t) => Duration::from_millis((t - now_ms()).clamp(0, 60_000) as u64),
-            None => Duration::from_secs(60),
+            Some(t) => Duration::from_millis((t - now_ms()).clamp(0, most) as u64),
+            None => Duration::from_millis(most as u64),
         };
         if wait.is_zero() {
             continue;
@@ -156,7 +179,8 @@ fn plan(scope: &model::Scope, st: StoredSchedule, now: i64) -> Option<Plan> {
     let finished = new_next.is_none();
     let event = match (model::FunctionRef::parse(&s.target.arn, model::NameUse::Reference), fire_at) {
         (Ok(t), Some(at)) => {
-            let request_id = model::invoke::new_request_id();
+            // One execution id per scheduled time: the same on every node that plans it.
+            let request_id = tick_request_id(&arn, at);
             let input = s.target.input.as_deref().unwrap_or("{}");
             Some(store::AsyncEvent {
                 id: 0,

@@ -161,6 +161,8 @@ struct Running {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     status: Arc<Mutex<Status>>,
+    /// The configuration it runs.
+    mapping: Arc<Mapping>,
 }
 
 /// The pollers of one account.
@@ -211,21 +213,59 @@ impl Pollers {
     fn spawn(&self, st: &mut State, m: &Mapping, previous: Option<tokio::task::JoinHandle<()>>) {
         let status = Arc::new(Mutex::new(Status { state: "Creating", last_result: "No records processed".into() }));
         let (stop, stopped) = watch::channel(false);
+        let mapping = Arc::new(m.clone());
         let poller = Poller {
             invoker: self.inner.invoker.clone(),
             store: self.inner.store.clone(),
-            mapping: Arc::new(m.clone()),
+            mapping: mapping.clone(),
             status: status.clone(),
             stop: stopped,
+            fence: None,
         };
+        let cluster = self.inner.invoker.cluster();
         let task = tokio::spawn(async move {
             // One poller per mapping at a time: the old one finishes its batch first.
             if let Some(t) = previous {
                 let _ = t.await;
             }
-            poller.supervise().await;
+            match cluster {
+                Some(c) => leased(poller, c).await,
+                None => poller.supervise().await,
+            }
         });
-        st.running.insert(m.uuid.clone(), Running { stop, task, status });
+        st.running.insert(m.uuid.clone(), Running { stop, task, status, mapping });
+    }
+
+    /// Another node changed a mapping (`uuid`) or created one (`None`): brings the pollers
+    /// here in line with the store.
+    pub fn refresh(&self, uuid: Option<String>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let all = match me.inner.store.run(|db| db.list_mappings(None, None, usize::MAX >> 1)).await {
+                Ok(all) => all,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot re-read the event source mappings");
+                    return;
+                }
+            };
+            let mut st = me.state();
+            let wanted: HashMap<String, Mapping> =
+                all.into_iter().filter(|m| m.enabled).map(|m| (m.uuid.clone(), m)).collect();
+            let gone: Vec<String> = st.running.keys().filter(|u| !wanted.contains_key(*u)).cloned().collect();
+            for u in gone {
+                Self::stop(&mut st, &u);
+            }
+            for (u, m) in wanted {
+                let same = st.running.get(&u).is_some_and(|r| *r.mapping == m);
+                if same && uuid.as_deref() != Some(u.as_str()) {
+                    continue;
+                }
+                if !same {
+                    let previous = Self::stop(&mut st, &u);
+                    me.spawn(&mut st, &m, previous);
+                }
+            }
+        });
     }
 
     /// Stops a mapping's poller (after its batch in hand); its task, to wait for.
@@ -282,6 +322,14 @@ impl Pollers {
         self.state().running.get(uuid).map(|r| r.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
+    /// Tells every poller to stop after its batch in hand (a cluster node draining: each gives
+    /// its lease up as it stops, and another node takes the mapping over).
+    pub fn stop_all(&self) {
+        for (_, r) in self.state().running.drain() {
+            let _ = r.stop.send(true);
+        }
+    }
+
     /// Stops every poller (at shutdown: a batch cut short is not committed, so it comes again).
     pub fn shutdown(&self) {
         for (_, r) in self.state().running.drain() {
@@ -299,6 +347,99 @@ pub(crate) struct Poller {
     pub mapping: Arc<Mapping>,
     pub status: Arc<Mutex<Status>>,
     pub stop: watch::Receiver<bool>,
+    /// In a cluster, the token of the mapping's lease: checkpoints Stratus keeps are written
+    /// only while it is current.
+    pub fence: Option<i64>,
+}
+
+/// How often a lease holder renews its lease.
+const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// How long a holder goes on without a successful renewal (the lease lasts 10 s: it stops
+/// before another node can take it over).
+const SELF_FENCE_AFTER: Duration = Duration::from_secs(7);
+
+/// Runs a mapping's poller in a cluster: only while this node holds the mapping's lease, so
+/// one node polls it at a time. The node rendezvous hashing prefers tries at once and every
+/// second; the others every few seconds, so they take over when the holder dies (its lease
+/// is released when it is declared dead, or expires).
+async fn leased(template: Poller, cluster: invoke::ClusterHandle) {
+    let m = template.mapping.clone();
+    let account = template.invoker.scope().account.clone();
+    let name = store::pg::cluster::mapping_lease(&account, &m.uuid);
+    let key = format!("mappings/{account}/{}", m.uuid);
+    let api_stop = template.stop.clone();
+    let started = tokio::time::Instant::now();
+    template.status.lock().unwrap_or_else(|p| p.into_inner()).state = "Enabled";
+    let mut attempts: u64 = 0;
+    loop {
+        if *api_stop.borrow() {
+            return;
+        }
+        attempts += 1;
+        let preferred = cluster.0.preferred(&key);
+        let eager = preferred || (started.elapsed() > Duration::from_secs(5) && attempts.is_multiple_of(3));
+        let token = if eager { cluster.0.acquire(&name).await } else { None };
+        let Some(token) = token else {
+            if template.pause(Duration::from_secs(1)).await {
+                return;
+            }
+            continue;
+        };
+        tracing::info!(mapping = %m.uuid, token, "took the mapping's lease");
+        let (term_tx, term_rx) = watch::channel(false);
+        let term_tx = Arc::new(term_tx);
+        let forward_stop = {
+            let (t, mut api) = (term_tx.clone(), api_stop.clone());
+            tokio::spawn(async move {
+                let _ = api.wait_for(|s| *s).await;
+                let _ = t.send(true);
+            })
+        };
+        let renewer = {
+            let (t, c, name) = (term_tx.clone(), cluster.clone(), name.clone());
+            let uuid = m.uuid.clone();
+            tokio::spawn(async move {
+                let mut last_ok = tokio::time::Instant::now();
+                loop {
+                    tokio::time::sleep(RENEW_EVERY).await;
+                    match c.0.renew(&name, token).await {
+                        Some(true) => last_ok = tokio::time::Instant::now(),
+                        Some(false) => {
+                            tracing::warn!(mapping = %uuid, "lost the mapping's lease; stopping its poller");
+                            let _ = t.send(true);
+                            return;
+                        }
+                        None if last_ok.elapsed() > SELF_FENCE_AFTER => {
+                            tracing::warn!(mapping = %uuid, "cannot renew the mapping's lease; stopping its poller before another node takes it");
+                            let _ = t.send(true);
+                            return;
+                        }
+                        None => {}
+                    }
+                }
+            })
+        };
+        let mut poller = template.clone();
+        poller.stop = term_rx.clone();
+        poller.fence = Some(token);
+        cluster.0.holding("mappings", &m.uuid, true);
+        poller.supervise().await;
+        cluster.0.holding("mappings", &m.uuid, false);
+        forward_stop.abort();
+        renewer.abort();
+        if *api_stop.borrow() || cluster.0.draining() {
+            cluster.0.release(&name, token).await;
+            return;
+        }
+        if !*term_rx.borrow() {
+            // The poller ended by itself (a configuration it cannot run): keep the lease
+            // from others, who could not run it either, and look again later.
+            if template.pause(Duration::from_secs(5)).await {
+                cluster.0.release(&name, token).await;
+                return;
+            }
+        }
+    }
 }
 
 impl Poller {
@@ -325,7 +466,7 @@ impl Poller {
         let m = self.mapping.clone();
         let scope = self.invoker.scope();
         Ok(match m.source.kind {
-            SourceKind::Nats => Box::new(nats::Nats::connect(m, self.store.clone(), scope).await?),
+            SourceKind::Nats => Box::new(nats::Nats::connect(m, self.store.clone(), scope, self.fence).await?),
             SourceKind::Redis => Box::new(redis::Redis::connect(m, scope).await?),
             SourceKind::Postgres => Box::new(postgres::Postgres::connect(m, scope).await?),
             SourceKind::RabbitMq => Box::new(rabbitmq::RabbitMq::connect(m, scope).await?),

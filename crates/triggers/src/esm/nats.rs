@@ -29,17 +29,26 @@ use super::text::Obj;
 use super::{Error, Record, Source, Token, gather, now_ms};
 
 const PARTITION: &str = "stream";
+/// Why a checkpoint was refused.
+const LEASE_LOST: &str = "the checkpoint was refused: the mapping was deleted or another node holds it";
 
 pub(crate) struct Nats {
     mapping: Arc<Mapping>,
     store: Store,
+    /// The mapping's lease token in a cluster (checkpoints are refused once it is stale).
+    fence: Option<i64>,
     messages: jetstream::consumer::pull::Ordered,
     /// The members every record has: `eventSource` … `eventSourceARN`.
     shared: String,
 }
 
 impl Nats {
-    pub(crate) async fn connect(mapping: Arc<Mapping>, store: Store, scope: &model::Scope) -> Result<Self, Error> {
+    pub(crate) async fn connect(
+        mapping: Arc<Mapping>,
+        store: Store,
+        scope: &model::Scope,
+        fence: Option<i64>,
+    ) -> Result<Self, Error> {
         let servers: Vec<async_nats::ServerAddr> =
             mapping.source.endpoints.iter().map(|e| e.parse()).collect::<Result<_, _>>()?;
         let client = async_nats::ConnectOptions::new()
@@ -59,7 +68,9 @@ impl Nats {
                     // Fix "latest" now, so records published while the mapping starts are not skipped.
                     let last = stream.info().await?.state.last_sequence;
                     let (uuid, pos) = (mapping.uuid.clone(), last.to_string());
-                    store.run(move |db| db.set_checkpoint(&uuid, PARTITION, &pos, now_ms(), None)).await?;
+                    if !store.run(move |db| db.set_checkpoint(&uuid, PARTITION, &pos, now_ms(), fence)).await? {
+                        return Err(LEASE_LOST.into());
+                    }
                     DeliverPolicy::ByStartSequence { start_sequence: last + 1 }
                 }
                 Some(StartingPosition::AtTimestamp) => {
@@ -81,7 +92,7 @@ impl Nats {
         let mut shared = Obj::new(256);
         shared.str("eventSource", "stratus:nats").str("eventVersion", "1.0").str("eventName", "stratus:nats:record");
         shared.str("awsRegion", &scope.region).str("eventSourceARN", &mapping.source.arn(scope));
-        Ok(Self { shared: shared.rendered(), mapping, store, messages })
+        Ok(Self { shared: shared.rendered(), mapping, store, messages, fence })
     }
 
     fn record(&self, msg: jetstream::Message) -> Result<Record, Error> {
@@ -124,9 +135,13 @@ impl Source for Nats {
             Some(Token::Seq(last)) => *last,
             _ => return Box::pin(async { Ok(()) }),
         };
-        let (store, uuid, pos) = (self.store.clone(), self.mapping.uuid.clone(), last.to_string());
+        let (store, uuid, pos, fence) = (self.store.clone(), self.mapping.uuid.clone(), last.to_string(), self.fence);
         Box::pin(async move {
-            store.run(move |db| db.set_checkpoint(&uuid, PARTITION, &pos, now_ms(), None)).await?;
+            if !store.run(move |db| db.set_checkpoint(&uuid, PARTITION, &pos, now_ms(), fence)).await? {
+                // Deleted, or (in a cluster) another node holds the mapping now: this batch
+                // is not recorded here, and the new holder delivers it again (at least once).
+                return Err(LEASE_LOST.into());
+            }
             Ok(())
         })
     }

@@ -33,9 +33,10 @@ def pytest_report_header(config):
 class Server:
     """One `stratus serve` process."""
 
-    def __init__(self, data_dir, *extra):
+    def __init__(self, data_dir, *extra, env=None):
         self.data_dir = pathlib.Path(data_dir)
         self.extra = list(extra)
+        self.env = env or {}
         self.proc = None
         self.endpoint = None
         self.http_endpoint = None
@@ -55,7 +56,7 @@ class Server:
             ],
             stdout=subprocess.PIPE,
             stderr=log,
-            env={**os.environ, "STRATUS_LOG": os.environ.get("STRATUS_LOG", "info")},
+            env={**os.environ, "STRATUS_LOG": os.environ.get("STRATUS_LOG", "info"), **self.env},
         )
         deadline = time.time() + timeout
         while time.time() < deadline:

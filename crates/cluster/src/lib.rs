@@ -89,7 +89,13 @@ struct Inner {
     holdings: Mutex<BTreeMap<String, BTreeSet<String>>>,
     on_change: OnceLock<ChangeHandler>,
     load: OnceLock<LoadReport>,
+    /// Nodes a forwarded invocation could not reach lately, by when: placement passes over
+    /// them until [`SUSPECT_FOR`] has passed (or the heartbeats show them gone).
+    suspects: Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// How long a node that could not be reached is passed over.
+const SUSPECT_FOR: Duration = Duration::from_secs(3);
 
 /// This node's membership of the cluster. Cheap to clone.
 #[derive(Clone)]
@@ -147,6 +153,7 @@ impl Node {
                 holdings: Mutex::new(BTreeMap::new()),
                 on_change: OnceLock::new(),
                 load: OnceLock::new(),
+                suspects: Mutex::new(std::collections::HashMap::new()),
             }),
         };
         node.refresh().await;
@@ -352,7 +359,16 @@ impl Cluster for Node {
 
     fn rank(&self, key: &str) -> Vec<Peer> {
         let members = self.members();
-        let mut ranked: Vec<(u64, &Member)> = members.iter().map(|m| (score(&m.node_id, key), m)).collect();
+        let suspects: Vec<String> = {
+            let mut s = lock(&self.inner.suspects);
+            s.retain(|_, since| since.elapsed() < SUSPECT_FOR);
+            s.keys().cloned().collect()
+        };
+        let mut ranked: Vec<(u64, &Member)> = members
+            .iter()
+            .filter(|m| !suspects.contains(&m.node_id) || m.node_id == self.inner.node_id)
+            .map(|m| (score(&m.node_id, key), m))
+            .collect();
         ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.node_id.cmp(&b.1.node_id)));
         let mut out: Vec<Peer> = ranked
             .into_iter()
@@ -376,7 +392,14 @@ impl Cluster for Node {
         version: &str,
         req: &InvokeRequest,
     ) -> Result<InvokeResult, LambdaError> {
-        hop::forward(&self.inner.http, &self.inner.hop_key, &self.inner.node_id, peer, account, version, req).await
+        let result =
+            hop::forward(&self.inner.http, &self.inner.hop_key, &self.inner.node_id, peer, account, version, req).await;
+        if let Err(e) = &result
+            && e.message.starts_with(invoke::UNREACHABLE)
+        {
+            lock(&self.inner.suspects).insert(peer.node_id.clone(), std::time::Instant::now());
+        }
+        result
     }
 
     fn changed(&self, change: Change) {

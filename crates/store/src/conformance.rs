@@ -56,7 +56,7 @@ pub(crate) fn postgres(test: fn(&mut dyn Meta)) {
 }
 
 /// Runs `f` on a blocking thread with a pool on a fresh, migrated database.
-fn with_pool(f: impl FnOnce(PgPool) + Send + 'static) {
+pub(crate) fn with_pool(f: impl FnOnce(PgPool) + Send + 'static) {
     let Some(url) = testing::database() else { return };
     runtime().block_on(async move {
         let pool = PgPool::connect(&url).await.unwrap();

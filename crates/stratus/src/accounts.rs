@@ -13,6 +13,9 @@ pub struct AccountsArgs {
     /// The server's data directory.
     #[arg(long, env = "STRATUS_DATA_DIR", default_value = "./.stratus", global = true)]
     data_dir: PathBuf,
+    /// Work on a cluster's accounts, in its PostgreSQL database, instead of a data directory's.
+    #[arg(long, env = "STRATUS_DATABASE_URL", global = true)]
+    database_url: Option<String>,
     /// The default account's id (as given to `stratus serve`).
     #[arg(long, env = "STRATUS_ACCOUNT", default_value = "000000000000", global = true)]
     account: String,
@@ -57,9 +60,20 @@ fn when(ms: i64) -> String {
     model::logfmt::iso_timestamp(ms)
 }
 
-pub fn run(args: AccountsArgs) -> anyhow::Result<()> {
-    let accounts = Accounts::open(&args.data_dir, &args.account)
-        .with_context(|| format!("cannot open the accounts in {}", args.data_dir.display()))?;
+pub async fn run(args: AccountsArgs) -> anyhow::Result<()> {
+    let accounts = match &args.database_url {
+        Some(url) => {
+            let pool = store::pg::PgPool::connect(url).await.context("cannot open the cluster's database")?;
+            Accounts::open_cluster(&pool, &args.account).await.context("cannot open the cluster's accounts")?
+        }
+        None => Accounts::open(&args.data_dir, &args.account)
+            .with_context(|| format!("cannot open the accounts in {}", args.data_dir.display()))?,
+    };
+    // The accounts' calls block (SQLite, or the database from a blocking thread).
+    tokio::task::spawn_blocking(move || act(args, accounts)).await.context("the accounts command stopped")?
+}
+
+fn act(args: AccountsArgs, accounts: Accounts) -> anyhow::Result<()> {
     match args.action.unwrap_or(AccountsAction::List) {
         AccountsAction::List => {
             let all = accounts.list_accounts()?;

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod cli;
+mod cluster;
 mod mappings;
 mod schedules;
 mod serve;
@@ -36,8 +37,11 @@ enum Command {
     Logs(cli::LogsArgs),
     /// List, add and remove HTTP routes (API Gateway HTTP API style) to functions.
     Routes(cli::RoutesArgs),
-    /// Accounts (tenants) and their access keys (works on the data directory).
+    /// Accounts (tenants) and their access keys (works on the data directory, or with
+    /// --database-url on a cluster's database).
     Accounts(accounts::AccountsArgs),
+    /// A cluster's nodes: their state, load and what each holds.
+    Cluster(cluster::ClusterArgs),
     /// Usage and cost from the ledger (month to date by default), as a table, JSON or CSV.
     Usage(usage::UsageArgs),
     /// List, create and delete schedules that invoke functions (EventBridge Scheduler).
@@ -81,7 +85,8 @@ fn main() -> std::process::ExitCode {
             Command::Routes(args) => cli::routes(args).await.map(|_| 0),
             Command::Schedules(args) => schedules::schedules(args).await.map(|_| 0),
             Command::Mappings(args) => mappings::mappings(args).await.map(|_| 0),
-            Command::Accounts(args) => accounts::run(args).map(|_| 0),
+            Command::Accounts(args) => accounts::run(args).await.map(|_| 0),
+            Command::Cluster(args) => cluster::run(args).await.map(|_| 0),
             Command::Usage(args) => usage::usage(args).await.map(|_| 0),
         }
     });

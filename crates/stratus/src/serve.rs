@@ -264,8 +264,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (the object API; --s3-listen)", args.s3_listen))?;
     let http_addr = http_listener.local_addr()?;
     let s3_addr = s3_listener.local_addr()?;
-    let objects_store =
-        store::objects::ObjectStore::open(&data_dir.join("objects")).context("cannot open the object store")?;
+    let objects_store = match &node {
+        Some(n) => {
+            store::objects::ObjectStore::open_cluster(&data_dir.join("objects"), &n.stores().pool, n.incarnation())
+        }
+        None => store::objects::ObjectStore::open(&data_dir.join("objects")),
+    }
+    .context("cannot open the object store")?;
     let shared = Arc::new(Shared {
         config,
         store: store.clone(),

@@ -44,8 +44,9 @@ pub fn start_relay(store: ObjectStore, region: String, lookup: InvokerLookup) ->
                 }
             };
             if pending.is_empty() {
-                // Woken by the next commit (a wake-up before this wait is kept as a permit).
-                w.notified().await;
+                // Woken by the next commit (a wake-up before this wait is kept as a permit), or
+                // after a while: in a cluster, events another node could not hand over.
+                let _ = tokio::time::timeout(Duration::from_secs(2), w.notified()).await;
                 continue;
             }
             let mut done = Vec::with_capacity(pending.len());

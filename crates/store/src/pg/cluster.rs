@@ -199,6 +199,11 @@ async fn release(tx: &tokio_postgres::Transaction<'_>, incarnation: &str) -> Res
         .await?;
     let leases =
         tx.execute("UPDATE leases SET holder = NULL, expires_at = now() WHERE holder = $1", &[&incarnation]).await?;
+    tx.execute(
+        "UPDATE object_outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = $1",
+        &[&incarnation],
+    )
+    .await?;
     if events > 0 || leases > 0 {
         tracing::info!(incarnation, events, leases, "released what a departed node held");
     }

@@ -15,11 +15,13 @@ pub mod cluster;
 mod code;
 mod functions;
 mod ledger;
+mod objects;
 mod queue;
 
 pub use accounts::PgAccounts;
 pub use code::CodeBlobs;
 pub use ledger::PgLedger;
+pub use objects::PgObjects;
 pub use queue::PgQueue;
 
 use std::collections::HashMap;
@@ -33,7 +35,10 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 use crate::StoreError;
 
 /// The migrations, in order: (version, what it does, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial schema", include_str!("migrations/0001_initial.sql")),
+    (2, "object storage", include_str!("migrations/0002_objects.sql")),
+];
 
 /// The schema version this binary writes.
 pub fn schema_version() -> i64 {

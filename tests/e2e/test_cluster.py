@@ -139,6 +139,11 @@ def test_any_node_answers_and_invocations_reuse_one_warm_environment(cluster, re
     owner = cluster.owner(f"{ACCOUNT}/{name}/$LATEST")
     envs = json.load(urllib.request.urlopen(f"{owner.endpoint}/_stratus/functions/{name}/environments"))
     assert envs["live"] == 1, f"the environment lives on the version's owner {owner.node_id}: {envs}"
+    # Its log is read through any node, though only the owner ran it.
+    other = next(n for n in cluster.nodes if n is not owner)
+    time.sleep(0.5)
+    log = other.cli("logs", name).stdout
+    assert log.count("REPORT RequestId") == 6, log
     # A change through one node reaches the environment placed on another: new code runs.
     a.client().update_function_configuration(FunctionName=name, Environment={"Variables": {"RECORDER": recorder.url, "VERSION": "2"}})
     time.sleep(0.5)

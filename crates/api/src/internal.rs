@@ -68,20 +68,66 @@ pub struct LogsQuery {
 }
 
 /// A page of a function's log: `{"events": [...], "cursor": "..."}`; pass the cursor back to
-/// continue (this is how `stratus logs --follow` polls).
+/// continue (this is how `stratus logs --follow` polls). In a cluster, each node keeps the logs
+/// of the invocations it ran: the page merges every live node's (in time order), and the
+/// cursor is each node's position (`node.position~node.position…`).
 async fn logs(
     State(state): State<ApiState>,
     Path(function): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let r = FunctionRef::parse(&function, NameUse::Reference)?;
-    let cursor = q.cursor.as_deref().and_then(store::LogCursor::decode);
     let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    let Some(node) = &state.cluster else {
+        let cursor = q.cursor.as_deref().and_then(store::LogCursor::decode);
+        let (events, next) = read_local(&state, &r.name, cursor, limit).await?;
+        let events: Vec<_> = events.into_iter().filter(|e| q.since_ms.is_none_or(|s| e.timestamp >= s)).collect();
+        return Ok(Json(json!({ "events": events, "cursor": next.encode() })).into_response());
+    };
+    let positions: std::collections::HashMap<&str, &str> =
+        q.cursor.as_deref().unwrap_or("").split('~').filter_map(|p| p.split_once('.')).collect();
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    let mut cursors = Vec::new();
+    for (id, address, local) in node.live_nodes() {
+        let at = positions.get(id.as_str()).copied();
+        let page = if local {
+            let (ev, next) = read_local(&state, &r.name, at.and_then(store::LogCursor::decode), limit).await?;
+            Ok(json!({ "events": ev, "cursor": next.encode() }))
+        } else {
+            node.peer_logs(&address, &state.scope.account, &r.name, at, limit).await
+        };
+        match page {
+            Ok(p) => {
+                events.extend(p["events"].as_array().cloned().unwrap_or_default());
+                if let Some(c) = p["cursor"].as_str() {
+                    cursors.push(format!("{id}.{c}"));
+                }
+            }
+            Err(e) => {
+                // Its lines come when it answers again; keep where we were with it.
+                tracing::warn!(node = %id, error = %e, "cannot read a node's logs");
+                if let Some(c) = at {
+                    cursors.push(format!("{id}.{c}"));
+                }
+            }
+        }
+    }
+    events.retain(|e| q.since_ms.is_none_or(|s| e["timestamp"].as_i64().unwrap_or(0) >= s));
+    events.sort_by_key(|e| e["timestamp"].as_i64().unwrap_or(0));
+    Ok(Json(json!({ "events": events, "cursor": cursors.join("~") })).into_response())
+}
+
+/// A page of the function's log as kept on this node.
+pub(crate) async fn read_local(
+    state: &ApiState,
+    function: &str,
+    cursor: Option<store::LogCursor>,
+    limit: usize,
+) -> Result<(Vec<store::LogEvent>, store::LogCursor), ApiError> {
     let logs = state.store.logs.clone();
-    let (events, next) = tokio::task::spawn_blocking(move || logs.read(&r.name, cursor, limit))
+    let function = function.to_string();
+    tokio::task::spawn_blocking(move || logs.read(&function, cursor, limit))
         .await
         .map_err(|_| ApiError(LambdaError::service("the log reader stopped")))?
-        .map_err(|e| ApiError::internal("cannot read logs", store::StoreError::Io(e)))?;
-    let events: Vec<_> = events.into_iter().filter(|e| q.since_ms.is_none_or(|s| e.timestamp >= s)).collect();
-    Ok(Json(json!({ "events": events, "cursor": next.encode() })).into_response())
+        .map_err(|e| ApiError::internal("cannot read logs", store::StoreError::Io(e)))
 }

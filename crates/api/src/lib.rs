@@ -60,6 +60,8 @@ pub struct ApiState {
     pub scheduler: triggers::schedules::Scheduler,
     /// The account's event source mapping pollers (told when a mapping changes).
     pub pollers: triggers::esm::Pollers,
+    /// The cluster this node belongs to (cluster mode only): logs are read from every node.
+    pub cluster: Option<cluster::Node>,
 }
 
 /// The request id of the current request (also the invocation's id for Invoke).

@@ -204,6 +204,7 @@ impl Platform {
             .route("/_stratus/health", axum::routing::get(open))
             .route(cluster::hop::INVOKE_PATH, axum::routing::post(forwarded))
             .route("/_stratus/cluster", axum::routing::get(cluster_status))
+            .route(cluster::hop::LOGS_PATH, axum::routing::get(peer_logs))
             .fallback(dispatch)
             .layer(middleware::from_fn(request_context))
             .with_state(self)
@@ -381,6 +382,37 @@ async fn dispatch(State(p): State<Arc<Platform>>, req: Request) -> Response {
         ::invoke::cluster::Cluster::changed(node, change);
     }
     response
+}
+
+/// Another node reading the logs this node keeps of a function (signed with the hop key).
+async fn peer_logs(
+    State(p): State<Arc<Platform>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Some(node) = p.cluster.get() else { return StatusCode::NOT_FOUND.into_response() };
+    let (Some(account), Some(function)) = (q.get("account"), q.get("function")) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let headers: std::collections::HashMap<String, String> =
+        headers.iter().filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))).collect();
+    if let Err(why) = cluster::hop::verify_read(node.hop_key(), &headers, &format!("{account}/{function}")) {
+        tracing::warn!(why, "refused a log read from another node");
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let tenant = match p.tenant(account).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(1000usize).clamp(1, 10_000);
+    let cursor = q.get("cursor").and_then(|c| store::LogCursor::decode(c));
+    match crate::internal::read_local(&tenant.state, function, cursor, limit).await {
+        Ok((events, next)) => {
+            axum::Json(serde_json::json!({ "events": events, "cursor": next.encode() })).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The change a request makes, for the other nodes of a cluster: every successful request

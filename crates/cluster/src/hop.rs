@@ -109,6 +109,33 @@ pub async fn forward(
     })
 }
 
+/// The path where a node reads another's function logs.
+pub const LOGS_PATH: &str = "/_stratus/cluster/logs";
+
+/// Headers signing a read of `target` from another node (no body).
+pub fn sign_read(key: &[u8], node_id: &str, target: &str) -> Vec<(&'static str, String)> {
+    let time_ms = model::logfmt::now_ms();
+    vec![
+        ("x-stratus-node", node_id.to_string()),
+        ("x-stratus-time", time_ms.to_string()),
+        ("x-stratus-signature", signature(key, node_id, time_ms, "read", target, b"")),
+    ]
+}
+
+/// Checks the signature of a read of `target`.
+pub fn verify_read(key: &[u8], headers: &HashMap<String, String>, target: &str) -> Result<(), String> {
+    let need = |name: &str| headers.get(name).cloned().ok_or_else(|| format!("missing {name}"));
+    let node = need("x-stratus-node")?;
+    let time_ms: i64 = need("x-stratus-time")?.parse().map_err(|_| "bad x-stratus-time".to_string())?;
+    if (model::logfmt::now_ms() - time_ms).abs() > MAX_SKEW_MS {
+        return Err("the request is too old (or the nodes' clocks disagree)".into());
+    }
+    if !constant_time_eq(&signature(key, &node, time_ms, "read", target, b""), &need("x-stratus-signature")?) {
+        return Err("bad signature".into());
+    }
+    Ok(())
+}
+
 /// A forwarded invocation as received.
 #[derive(Debug)]
 pub struct Forwarded {

@@ -304,6 +304,46 @@ impl Node {
         }
     }
 
+    /// The live nodes: (node id, address, whether it is this one).
+    pub fn live_nodes(&self) -> Vec<(String, String, bool)> {
+        let mut out: Vec<(String, String, bool)> = self
+            .members()
+            .iter()
+            .map(|m| (m.node_id.clone(), m.address.clone(), m.node_id == self.inner.node_id))
+            .collect();
+        if !out.iter().any(|n| n.2) {
+            out.push((self.inner.node_id.clone(), self.inner.address.clone(), true));
+        }
+        out
+    }
+
+    /// A page of a function's log as kept on another node (`{"events": [...], "cursor": ...}`).
+    pub async fn peer_logs(
+        &self,
+        address: &str,
+        account: &str,
+        function: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Value, String> {
+        let target = format!("{account}/{function}");
+        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let mut url =
+            format!("{address}{}?account={}&function={}&limit={limit}", hop::LOGS_PATH, enc(account), enc(function));
+        if let Some(c) = cursor {
+            url.push_str(&format!("&cursor={}", enc(c)));
+        }
+        let mut r = self.inner.http.get(url).timeout(Duration::from_secs(10));
+        for (k, v) in hop::sign_read(&self.inner.hop_key, &self.inner.node_id, &target) {
+            r = r.header(k, v);
+        }
+        let resp = r.send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status()));
+        }
+        resp.json().await.map_err(|e| e.to_string())
+    }
+
     /// The cluster as `GET /_stratus/cluster` and `stratus cluster status` show it.
     pub async fn status(&self) -> Result<Value, store::StoreError> {
         status(&self.inner.stores.pool).await

@@ -286,6 +286,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         http_max_body: args.http_max_body,
         schedule_seconds: args.schedule_seconds,
         cluster: node.as_ref().map(|n| n.stores().clone()),
+        node: node.clone(),
     });
     let default_state = shared.tenant(&scope.account)?;
     let front = default_state.http.clone();
@@ -448,6 +449,8 @@ struct Shared {
     schedule_seconds: bool,
     /// The cluster's shared stores (cluster mode only).
     cluster: Option<store::ClusterStores>,
+    /// This node of the cluster (cluster mode only).
+    node: Option<cluster::Node>,
 }
 
 impl Shared {
@@ -506,6 +509,7 @@ impl Shared {
             prices: self.prices.clone(),
             operator: default,
             accounts: Some(self.accounts.clone()),
+            cluster: self.node.clone(),
         })
     }
 }

@@ -21,6 +21,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod cluster;
 mod mappings;
 mod metering;
 mod objects;
@@ -153,6 +154,20 @@ enum Cmd {
         /// Rounds per source, each with fresh copies; the side that goes first alternates.
         #[arg(long, default_value_t = 2)]
         rounds: usize,
+    },
+    /// Cluster mode: the forwarding hop against a local invocation, failover after kill -9,
+    /// and the background load many nodes put on one PostgreSQL.
+    Cluster {
+        /// A PostgreSQL superuser URL (the bench creates its databases).
+        #[arg(long, env = "STRATUS_BENCH_POSTGRES")]
+        postgres: String,
+        #[arg(long, env = "STRATUS_BENCH_NATS")]
+        nats: String,
+        #[arg(long, default_value_t = 3000)]
+        requests: usize,
+        /// Simulated nodes driving the database at once.
+        #[arg(long, default_value_t = 32)]
+        nodes: usize,
     },
     /// The floor: a plain hyper server echoing JSON (used by `warm`).
     Floor,
@@ -1010,6 +1025,9 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match cli.command {
             Cmd::Floor => floor().await,
+            Cmd::Cluster { postgres, nats, requests, nodes } => {
+                cluster::cluster(&cli.bin_dir, &cluster::Services { postgres, nats }, requests, nodes).await
+            }
             Cmd::Warm { requests, seconds } => warm(&cli.bin_dir, requests, seconds).await,
             Cmd::Cold { iterations } => cold(&cli.bin_dir, iterations).await,
             Cmd::Sandbox { iterations, requests } => sandbox(&cli.bin_dir, iterations, requests).await,

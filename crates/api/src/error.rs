@@ -1,5 +1,5 @@
 //! The one place where errors become HTTP: status, `x-amzn-ErrorType`, and the body with the
-//! exact member casing of each exception shape (reference/lambda-compat.md §2.1).
+//! exact member casing of each exception shape (docs/lambda-contract.md §2.1).
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -1,4 +1,4 @@
-//! AWS event-stream framing, for InvokeWithResponseStream (reference/lambda-compat.md §2.4):
+//! AWS event-stream framing, for InvokeWithResponseStream (docs/lambda-contract.md §2.4):
 //! each message is a prelude (total length, headers length, CRC-32 of the two), string
 //! headers, the payload, and a CRC-32 of everything before it.
 

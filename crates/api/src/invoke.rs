@@ -1,5 +1,5 @@
 //! Invoke (and the deprecated InvokeAsync): the headers, status codes and payload rules of
-//! reference/lambda-compat.md §2.3. Function errors are HTTP 200 with `X-Amz-Function-Error`.
+//! docs/lambda-contract.md §2.3. Function errors are HTTP 200 with `X-Amz-Function-Error`.
 
 use axum::Extension;
 use axum::body::Body;
@@ -176,7 +176,7 @@ pub async fn invoke_async(
 }
 
 /// InvokeWithResponseStream: the function's response as AWS event-stream `PayloadChunk`
-/// events while it is produced, then one `InvokeComplete` (reference/lambda-compat.md §2.4).
+/// events while it is produced, then one `InvokeComplete` (docs/lambda-contract.md §2.4).
 /// Function errors arrive in `InvokeComplete`; the HTTP status stays 200.
 pub async fn invoke_with_response_stream(
     State(state): State<ApiState>,

@@ -1,5 +1,5 @@
 //! Admission: the account's concurrency limit, functions' reserved concurrency, and the
-//! per-function scaling rate (reference/lambda-compat.md §6).
+//! per-function scaling rate (docs/lambda-contract.md §6).
 //!
 //! Concurrency is invocations in flight. A function with reserved concurrency R may have at
 //! most R in flight and never competes with others for them; every other function shares what

@@ -693,7 +693,7 @@ fn runtime_version(runtime: &str) -> Option<String> {
     ))
 }
 
-/// The environment of the runtime process (reference/lambda-compat.md §1.5).
+/// The environment of the runtime process (docs/lambda-contract.md §1.5).
 fn environment_variables(
     bp: &Blueprint,
     layout: &sandbox::Layout,

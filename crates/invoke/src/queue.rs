@@ -6,7 +6,7 @@
 //! errors: up to MaximumRetryAttempts, default 2, after the configured delay and twice that), or
 //! backs off (throttles: 1 s growing to 5 min) until MaximumEventAgeInSeconds (default 6 h).
 //! Delivery is at least once, with the same request id on every attempt. A finished event's
-//! record goes to its on-success or on-failure destination (reference/lambda-compat.md §5.1),
+//! record goes to its on-success or on-failure destination (docs/lambda-contract.md §5.1),
 //! and a failed event to the function's dead-letter target.
 
 use std::sync::Arc;

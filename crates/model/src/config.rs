@@ -1,7 +1,7 @@
 //! Function configuration: what is stored for each function version, and the validation of
 //! the settings callers send to CreateFunction and UpdateFunctionConfiguration.
 //!
-//! The limits and messages follow Lambda's (reference/lambda-compat.md §1.5, §2, §3).
+//! The limits and messages follow Lambda's (docs/lambda-contract.md §1.5, §2, §3).
 
 use std::collections::BTreeMap;
 

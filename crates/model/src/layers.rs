@@ -1,5 +1,5 @@
 //! Layers: named, numbered, immutable archives that functions add to `/opt`
-//! (reference/lambda-compat.md §1.5 "Layers", §2 layer operations).
+//! (docs/lambda-contract.md §1.5 "Layers", §2 layer operations).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! The platform's own log lines and timestamps, in AWS's exact text format
-//! (reference/lambda-compat.md §7.1): `START`, `END`, `REPORT`, `INIT_REPORT`.
+//! (docs/lambda-contract.md §7.1): `START`, `END`, `REPORT`, `INIT_REPORT`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

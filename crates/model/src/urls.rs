@@ -1,5 +1,5 @@
 //! Function URLs: an HTTP endpoint per function (or per alias) that invokes it
-//! (reference/lambda-compat.md §2.2 "CreateFunctionUrlConfig", §4.1).
+//! (docs/lambda-contract.md §2.2 "CreateFunctionUrlConfig", §4.1).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! Versions, aliases, concurrency and asynchronous-invocation settings, with Lambda's rules
-//! (reference/lambda-compat.md §2.2, §3, §5.1, §6).
+//! (docs/lambda-contract.md §2.2, §3, §5.1, §6).
 
 use std::collections::BTreeMap;
 

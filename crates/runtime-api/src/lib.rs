@@ -7,7 +7,7 @@
 //! function sends is untrusted: request ids are checked, bodies are bounded, and a second
 //! answer to the same invocation is refused.
 //!
-//! Wire contract: reference/lambda-compat.md §1.1–1.3.
+//! Wire contract: docs/lambda-contract.md §1.1–1.3.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use std::net::SocketAddr;
@@ -49,7 +49,7 @@ pub enum Outcome {
         content_type: Option<String>,
     },
     /// The runtime is streaming its response (`Lambda-Runtime-Function-Response-Mode:
-    /// streaming`, reference/lambda-compat.md §1.4): the body arrives on `chunks` as it is
+    /// streaming`, docs/lambda-contract.md §1.4): the body arrives on `chunks` as it is
     /// written, ending with [`StreamEvent::End`].
     Stream {
         content_type: Option<String>,

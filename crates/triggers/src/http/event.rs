@@ -1,5 +1,5 @@
 //! The events an HTTP request becomes: API Gateway's payload format 2.0 (also the function URL
-//! event) and 1.0 (reference/lambda-compat.md §4.1, §4.2).
+//! event) and 1.0 (docs/lambda-contract.md §4.1, §4.2).
 //!
 //! Written with `serde_json` rather than `aws_lambda_events`: its `ApiGatewayV2httpRequest`
 //! also models authorizer requests, and serializing it adds members AWS never sends

@@ -222,7 +222,7 @@ fn error_response(status: StatusCode, error_type: Option<&'static str>, json: bo
 }
 
 /// Which service's error answers to give: function URLs and API Gateway HTTP APIs word them
-/// differently (reference/lambda-compat.md §4.1; recorded against AWS where known).
+/// differently (docs/lambda-contract.md §4.1; recorded against AWS where known).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flavor {
     Url,

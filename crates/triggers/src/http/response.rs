@@ -1,4 +1,4 @@
-//! What a function's result becomes on the wire (reference/lambda-compat.md §4.1 "Handler
+//! What a function's result becomes on the wire (docs/lambda-contract.md §4.1 "Handler
 //! response contract", §4.2).
 
 use base64::Engine;

@@ -1,7 +1,7 @@
 //! Function URLs in `RESPONSE_STREAM` mode: the response reaches the client as the function
 //! writes it. A runtime that streams with `application/vnd.awslambda.http-integration-response`
 //! first writes a JSON prelude (`statusCode`, `headers`, `cookies`) and eight NUL bytes, then
-//! the body (reference/lambda-compat.md §1.4); any other streamed content type is the body of a
+//! the body (docs/lambda-contract.md §1.4); any other streamed content type is the body of a
 //! 200 answer. A runtime that answers in one piece is answered as in `BUFFERED` mode.
 
 use axum::body::Body;

@@ -91,7 +91,12 @@ async fn owner(client: &HttpClient, nodes: &[Stratus], name: &str) -> anyhow::Re
     bail!("no node runs {name}")
 }
 
-pub async fn cluster(bin_dir: &Path, services: &Services, requests: usize, nodes_simulated: usize) -> anyhow::Result<()> {
+pub async fn cluster(
+    bin_dir: &Path,
+    services: &Services,
+    requests: usize,
+    nodes_simulated: usize,
+) -> anyhow::Result<()> {
     hop(bin_dir, services, requests).await?;
     failover(bin_dir, services).await?;
     load(services, nodes_simulated).await
@@ -112,8 +117,12 @@ async fn hop(bin_dir: &Path, services: &Services, requests: usize) -> anyhow::Re
     let before = transactions(&database).await?;
     let rounds = 3;
     for _ in 0..rounds {
-        here.extend(latency_samples(&client, &local.invoke_url("bench-echo"), None, body.clone(), requests / rounds).await?);
-        there.extend(latency_samples(&client, &remote.invoke_url("bench-echo"), None, body.clone(), requests / rounds).await?);
+        here.extend(
+            latency_samples(&client, &local.invoke_url("bench-echo"), None, body.clone(), requests / rounds).await?,
+        );
+        there.extend(
+            latency_samples(&client, &remote.invoke_url("bench-echo"), None, body.clone(), requests / rounds).await?,
+        );
     }
     let after = transactions(&database).await?;
     here.sort();
@@ -124,7 +133,13 @@ async fn hop(bin_dir: &Path, services: &Services, requests: usize) -> anyhow::Re
     println!("|---|---|---|---|");
     for (label, p) in [("p50", 0.50), ("p99", 0.99)] {
         let (a, b) = (percentile(&here, p), percentile(&there, p));
-        println!("| {label} | {:.3} ms | {:.3} ms | {:.0} µs ({:.2}x) |", ms(a), ms(b), (ms(b) - ms(a)) * 1000.0, ms(b) / ms(a));
+        println!(
+            "| {label} | {:.3} ms | {:.3} ms | {:.0} µs ({:.2}x) |",
+            ms(a),
+            ms(b),
+            (ms(b) - ms(a)) * 1000.0,
+            ms(b) / ms(a)
+        );
     }
     println!();
     println!(
@@ -160,13 +175,9 @@ async fn failover(bin_dir: &Path, services: &Services) -> anyhow::Result<()> {
         "FunctionName": "bench-echo", "Topics": [stream], "StartingPosition": "TRIM_HORIZON",
         "SelfManagedEventSource": {"Endpoints": {"NATS_SERVERS": [services.nats]}},
     });
-    let (code, body) = request(
-        &client,
-        "POST",
-        &nodes[0].proc.url("/2015-03-31/event-source-mappings/"),
-        mapping.to_string().into(),
-    )
-    .await?;
+    let (code, body) =
+        request(&client, "POST", &nodes[0].proc.url("/2015-03-31/event-source-mappings/"), mapping.to_string().into())
+            .await?;
     if code != 202 {
         bail!("create mapping: {code} {}", String::from_utf8_lossy(&body));
     }
@@ -195,7 +206,9 @@ async fn failover(bin_dir: &Path, services: &Services) -> anyhow::Result<()> {
                 // within a heartbeat: count from the first sighting.
                 dead_at.get_or_insert(killed.elapsed());
             }
-            if n["state"] == "live" && n["holds"]["mappings"].as_array().is_some_and(|m| m.iter().any(|u| u == uuid.as_str())) {
+            if n["state"] == "live"
+                && n["holds"]["mappings"].as_array().is_some_and(|m| m.iter().any(|u| u == uuid.as_str()))
+            {
                 moved_at.get_or_insert(killed.elapsed());
             }
         }
@@ -250,7 +263,10 @@ async fn load(services: &Services, workers: usize) -> anyhow::Result<()> {
     println!("|---|---|");
     println!("| node-seconds of work done per second | {:.1} |", node_seconds as f64 / wall);
     println!("| statements per second | {:.0} |", statements as f64 / wall);
-    println!("| statements per 1,000 invocations/s (one node's share) | {:.0} |", statements as f64 / node_seconds as f64);
+    println!(
+        "| statements per 1,000 invocations/s (one node's share) | {:.0} |",
+        statements as f64 / node_seconds as f64
+    );
     println!();
     Ok(())
 }

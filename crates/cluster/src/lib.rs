@@ -92,6 +92,9 @@ struct Inner {
     /// Nodes a forwarded invocation could not reach lately, by when: placement passes over
     /// them until [`SUSPECT_FOR`] has passed (or the heartbeats show them gone).
     suspects: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// The last change of the change log this node has looked at, and the ones it applied
+    /// from NATS after it (not applied twice: a second invalidation would retire a new pool).
+    changes_seen: Mutex<(i64, BTreeSet<i64>)>,
 }
 
 /// How long a node that could not be reached is passed over.
@@ -154,9 +157,12 @@ impl Node {
                 on_change: OnceLock::new(),
                 load: OnceLock::new(),
                 suspects: Mutex::new(std::collections::HashMap::new()),
+                changes_seen: Mutex::new((0, BTreeSet::new())),
             }),
         };
         node.refresh().await;
+        let last = node.inner.stores.pool.last_change().await?;
+        lock(&node.inner.changes_seen).0 = last;
         tokio::spawn(node.clone().heartbeats());
         tokio::spawn(node.clone().listen());
         tracing::info!(node = %node.inner.node_id, incarnation = %node.inner.incarnation, address = %node.inner.address, "joined the cluster");
@@ -267,6 +273,36 @@ impl Node {
                 Err(e) => tracing::debug!(error = %e, "cannot look for dead nodes"),
             }
             self.refresh().await;
+            self.catch_up().await;
+        }
+    }
+
+    /// Applies the changes of the log this node has not applied yet (a NATS signal it
+    /// missed, or one still on its way).
+    async fn catch_up(&self) {
+        let since = lock(&self.inner.changes_seen).0;
+        let rows = match self.inner.stores.pool.changes_since(since, 1000).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the change log");
+                return;
+            }
+        };
+        for row in rows {
+            let fresh = {
+                let mut seen = lock(&self.inner.changes_seen);
+                seen.0 = seen.0.max(row.seq);
+                let applied = seen.1.remove(&row.seq);
+                let floor = seen.0;
+                seen.1.retain(|s| *s > floor);
+                !applied
+            };
+            if fresh && row.origin != self.inner.incarnation {
+                tracing::debug!(seq = row.seq, account = %row.account, path = %row.path, "applying a change a signal did not bring");
+                if let Some(handler) = self.inner.on_change.get() {
+                    handler(Change { account: row.account, function: row.function, path: row.path });
+                }
+            }
         }
     }
 
@@ -282,6 +318,12 @@ impl Node {
             let Ok(signal) = serde_json::from_slice::<Signal>(&msg.payload) else { continue };
             if signal.origin == self.inner.incarnation {
                 continue;
+            }
+            {
+                let mut seen = lock(&self.inner.changes_seen);
+                if signal.seq <= seen.0 || !seen.1.insert(signal.seq) {
+                    continue; // the change log brought it already
+                }
             }
             if let Some(handler) = self.inner.on_change.get() {
                 handler(signal.change);
@@ -388,6 +430,8 @@ fn random_key() -> Vec<u8> {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Signal {
     origin: String,
+    /// Its place in the change log.
+    seq: i64,
     change: Change,
 }
 
@@ -443,12 +487,24 @@ impl Cluster for Node {
     }
 
     fn changed(&self, change: Change) {
-        let signal = Signal { origin: self.inner.incarnation.clone(), change };
-        let Ok(payload) = serde_json::to_vec(&signal) else { return };
-        let nats = self.inner.nats.clone();
+        let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = nats.publish(CHANGES, payload.into()).await {
-                tracing::warn!(error = %e, "cannot tell the other nodes about a change");
+            // The log first: a node that misses the signal finds it there within a second.
+            let pool = &this.inner.stores.pool;
+            let seq = match pool
+                .record_change(&this.inner.incarnation, &change.account, change.function.as_deref(), &change.path)
+                .await
+            {
+                Ok(seq) => seq,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record a change for the other nodes");
+                    return;
+                }
+            };
+            let signal = Signal { origin: this.inner.incarnation.clone(), seq, change };
+            let Ok(payload) = serde_json::to_vec(&signal) else { return };
+            if let Err(e) = this.inner.nats.publish(CHANGES, payload.into()).await {
+                tracing::warn!(error = %e, "cannot signal a change to the other nodes; they read it from the log");
             }
         });
     }
@@ -480,6 +536,24 @@ impl Cluster for Node {
         if let Err(e) = self.inner.stores.pool.release_lease(name, &self.inner.incarnation, token).await {
             tracing::warn!(lease = name, error = %e, "cannot release a lease; it expires by itself");
         }
+    }
+
+    async fn grant(&self, account: &str, want: usize, limit: usize) -> Option<usize> {
+        if self.draining() {
+            // Leaving: what it runs now is all it will run.
+            return Some(0);
+        }
+        match self.inner.stores.pool.grant(account, &self.inner.incarnation, want as i64, limit as i64).await {
+            Ok(g) => Some(g.max(0) as usize),
+            Err(e) => {
+                tracing::warn!(account, error = %e, "cannot renew this node's share of the account's concurrency");
+                None
+            }
+        }
+    }
+
+    fn live_nodes(&self) -> usize {
+        self.members().len().max(1)
     }
 
     fn holding(&self, kind: &str, name: &str, held: bool) {

@@ -21,16 +21,35 @@ pub struct Account {
     pub reserved_sum: AtomicUsize,
     /// Invocations in flight of functions without a reservation.
     pub unreserved_in_flight: AtomicUsize,
+    /// In a cluster, this node's share of the unreserved concurrency (the nodes' grants never
+    /// add up to more than the account's); unlimited outside a cluster.
+    pub grant: AtomicUsize,
+    /// The most unreserved invocations in flight since the grant was last renewed, and how
+    /// many were refused for the grant meanwhile: what the next request for a grant asks.
+    pub peak: AtomicUsize,
+    pub refused: AtomicUsize,
 }
 
 impl Account {
     pub fn new(limit: usize) -> Self {
-        Self { limit, reserved_sum: AtomicUsize::new(0), unreserved_in_flight: AtomicUsize::new(0) }
+        Self {
+            limit,
+            reserved_sum: AtomicUsize::new(0),
+            unreserved_in_flight: AtomicUsize::new(0),
+            grant: AtomicUsize::new(usize::MAX),
+            peak: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
+        }
     }
 
     /// What the account leaves to functions without a reservation.
     pub fn unreserved(&self) -> usize {
         self.limit.saturating_sub(self.reserved_sum.load(Ordering::Acquire))
+    }
+
+    /// What this node may run of it (its grant, in a cluster).
+    fn admissible(&self) -> usize {
+        self.unreserved().min(self.grant.load(Ordering::Acquire))
     }
 }
 
@@ -84,9 +103,11 @@ pub fn admit(
             Ok(Permit { function: function.clone(), account: None })
         }
         None => {
-            if !take(&account.unreserved_in_flight, account.unreserved()) {
+            if !take(&account.unreserved_in_flight, account.admissible()) {
+                account.refused.fetch_add(1, Ordering::AcqRel);
                 return Err(LambdaError::throttled(ThrottleReason::ConcurrentInvocationLimitExceeded));
             }
+            account.peak.fetch_max(account.unreserved_in_flight.load(Ordering::Acquire), Ordering::AcqRel);
             function.in_flight.fetch_add(1, Ordering::AcqRel);
             Ok(Permit { function: function.clone(), account: Some(account.clone()) })
         }
@@ -153,6 +174,19 @@ mod tests {
         let _p2 = admit(&account, &g, None).unwrap();
         let err = admit(&account, &f, None).unwrap_err();
         assert_eq!(err.reason, Some(ThrottleReason::ConcurrentInvocationLimitExceeded));
+    }
+
+    #[test]
+    fn a_grant_bounds_what_this_node_admits_and_records_the_demand() {
+        let account = Arc::new(Account::new(100));
+        account.grant.store(2, Ordering::Release);
+        let f = Arc::new(FunctionConcurrency::default());
+        let _p1 = admit(&account, &f, None).unwrap();
+        let _p2 = admit(&account, &f, None).unwrap();
+        assert!(admit(&account, &f, None).is_err(), "over the grant, under the account's limit");
+        assert_eq!(account.peak.load(Ordering::Acquire), 2);
+        assert_eq!(account.refused.load(Ordering::Acquire), 1);
+        assert_eq!(account.unreserved(), 100, "the account's own figure is unchanged");
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub trait Cluster: Send + Sync {
     async fn renew(&self, name: &str, token: i64) -> Option<bool>;
     /// Gives a lease up.
     async fn release(&self, name: &str, token: i64);
+    /// Sets this node's share of `account`'s unreserved concurrency to as much of `want` as
+    /// the other nodes leave under `limit`; `None` when the database cannot be reached.
+    async fn grant(&self, account: &str, want: usize, limit: usize) -> Option<usize>;
+    /// How many nodes are live (for a fair share before the first grant).
+    fn live_nodes(&self) -> usize;
     /// Records what this node holds, for `stratus cluster status` (`kind`: `mappings`, …).
     fn holding(&self, kind: &str, name: &str, held: bool);
     /// True while this node drains (it takes no new singletons).

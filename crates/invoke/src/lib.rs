@@ -208,6 +208,10 @@ impl Invoker {
         let sink = store.logs.start_writer();
         let _ = std::fs::remove_dir_all(&config.envs_dir);
         let account = Arc::new(Account::new(config.account_concurrency));
+        if let Some(c) = &config.cluster {
+            // A fair share until the first grant arrives.
+            account.grant.store((config.account_concurrency / c.0.live_nodes().max(1)).max(1), Ordering::Release);
+        }
         match store.run_now(|db| db.all_reserved()) {
             Ok(all) => {
                 let sum: usize = all.iter().map(|(_, r)| *r as usize).sum();
@@ -230,6 +234,9 @@ impl Invoker {
             provisioned: provisioned::Provisioner::default(),
         });
         let invoker = Self { inner };
+        if let Some(c) = invoker.inner.config.cluster.clone() {
+            invoker.spawn_grants(c);
+        }
         invoker.spawn_reaper();
         invoker.spawn_freezer();
         queue::spawn_dispatcher(invoker.clone());
@@ -273,6 +280,44 @@ impl Invoker {
                 })
             })
             .clone()
+    }
+
+    /// In a cluster, keeps this node's grant of the account's unreserved concurrency sized to
+    /// its demand: every second it asks for twice its peak (and what it refused) plus a little
+    /// room, and gets what the other nodes' grants leave. It never asks for less than it runs,
+    /// and others take only what no grant holds, so the invocations running on all nodes
+    /// never add up to more than the account's limit. Until the first answer, and after 6 s
+    /// without one, it holds a fair share (the limit over the live nodes).
+    fn spawn_grants(&self, cluster: ClusterHandle) {
+        let weak = Arc::downgrade(&self.inner);
+        let account_id = self.inner.config.scope.account.clone();
+        tokio::spawn(async move {
+            let mut last_ok = std::time::Instant::now();
+            loop {
+                let Some(inner) = weak.upgrade() else { break };
+                let a = inner.account.clone();
+                drop(inner);
+                let limit = a.unreserved();
+                let nodes = cluster.0.live_nodes().max(1);
+                let fair = (limit / nodes).max(1);
+                let peak = a.peak.swap(a.unreserved_in_flight.load(Ordering::Acquire), Ordering::AcqRel);
+                let refused = a.refused.swap(0, Ordering::AcqRel);
+                // Room for a little more than was used, small next to the limit so idle nodes
+                // do not hold what busy ones need.
+                let room = (limit / (4 * nodes)).clamp(1, 8);
+                let want = (2 * (peak + refused) + room).min(limit);
+                match cluster.0.grant(&account_id, want, limit).await {
+                    Some(g) => {
+                        a.grant.store(g, Ordering::Release);
+                        last_ok = std::time::Instant::now();
+                    }
+                    None if last_ok.elapsed() > Duration::from_secs(6) => a.grant.store(fair, Ordering::Release),
+                    None if a.grant.load(Ordering::Acquire) == usize::MAX => a.grant.store(fair, Ordering::Release),
+                    None => {}
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 
     fn spawn_reaper(&self) {

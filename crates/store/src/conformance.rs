@@ -384,3 +384,33 @@ fn postgres_ledger_sums_like_sqlite() {
         assert_eq!(handle.block_on(pg.recent(Some("000000000000".into()), 1)).unwrap()[0].request_id, "c");
     });
 }
+
+/// Concurrency grants of one account never add up to more than its limit; a dead node's go
+/// with it. Changes are logged in order.
+#[test]
+fn postgres_grants_stay_under_the_limit_and_changes_are_logged() {
+    with_pool(|pool| {
+        let handle = tokio::runtime::Handle::current();
+        handle.block_on(async {
+            assert_eq!(pool.grant("a", "n1", 8, 10).await.unwrap(), 8);
+            assert_eq!(pool.grant("a", "n2", 8, 10).await.unwrap(), 2, "what n1 leaves");
+            assert_eq!(pool.grant("b", "n2", 8, 10).await.unwrap(), 8, "another account's limit is its own");
+            assert_eq!(pool.grant("a", "n1", 3, 10).await.unwrap(), 3, "a smaller want gives some back");
+            assert_eq!(pool.grant("a", "n2", 8, 10).await.unwrap(), 7);
+            pool.register_node("n1", "n1", "http://x").await.unwrap();
+            let mut c = pool.get().await.unwrap();
+            c.execute("UPDATE nodes SET heartbeat_at = now() - interval '1 minute'", &[]).await.unwrap();
+            assert_eq!(pool.declare_dead().await.unwrap(), ["n1"]);
+            assert_eq!(pool.grant("a", "n2", 10, 10).await.unwrap(), 10, "the dead node's grant is free again");
+            assert_eq!(pool.last_change().await.unwrap(), 0);
+            let s1 = pool.record_change("n2", "a", Some("f"), "/2015-03-31/functions/f/configuration").await.unwrap();
+            let s2 = pool.record_change("n2", "a", None, "/schedules/s").await.unwrap();
+            assert!(s2 > s1);
+            let all = pool.changes_since(0, 10).await.unwrap();
+            assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), [s1, s2]);
+            assert_eq!(all[0].function.as_deref(), Some("f"));
+            assert_eq!(pool.changes_since(s1, 10).await.unwrap().len(), 1);
+            assert_eq!(pool.last_change().await.unwrap(), s2);
+        });
+    });
+}

@@ -115,7 +115,8 @@ impl PgPool {
         for incarnation in &dead {
             release(&tx, incarnation).await?;
         }
-        // Dead rows are kept an hour for `cluster status`, then forgotten.
+        // Dead rows are kept an hour for `cluster status`, then forgotten; so are changes.
+        tx.execute("DELETE FROM changes WHERE at < now() - interval '1 hour'", &[]).await?;
         tx.execute("DELETE FROM nodes WHERE state = 'dead' AND heartbeat_at < now() - interval '1 hour'", &[]).await?;
         tx.commit().await?;
         Ok(dead)
@@ -188,6 +189,92 @@ impl PgPool {
     }
 }
 
+/// A control-plane change as the change log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRow {
+    pub seq: i64,
+    pub origin: String,
+    pub account: String,
+    pub function: Option<String>,
+    pub path: String,
+}
+
+impl PgPool {
+    /// Appends a change to the log; returns its sequence number.
+    pub async fn record_change(
+        &self,
+        origin: &str,
+        account: &str,
+        function: Option<&str>,
+        path: &str,
+    ) -> Result<i64, StoreError> {
+        let mut c = self.get().await?;
+        let rows = c
+            .query(
+                "INSERT INTO changes (origin, account, function, path) VALUES ($1, $2, $3, $4) RETURNING seq",
+                &[&origin, &account, &function, &path],
+            )
+            .await?;
+        rows.first().map(|r| col(r, 0)).ok_or_else(|| StoreError::Corrupt("no change sequence".into()))?
+    }
+
+    /// Changes after `seq`, oldest first.
+    pub async fn changes_since(&self, seq: i64, limit: usize) -> Result<Vec<ChangeRow>, StoreError> {
+        let mut c = self.get().await?;
+        let rows = c
+            .query(
+                "SELECT seq, origin, account, function, path FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&seq, &(limit as i64)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ChangeRow {
+                    seq: col(r, 0)?,
+                    origin: col(r, 1)?,
+                    account: col(r, 2)?,
+                    function: col(r, 3)?,
+                    path: col(r, 4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The last change's sequence number (0 without any).
+    pub async fn last_change(&self) -> Result<i64, StoreError> {
+        let mut c = self.get().await?;
+        let rows = c.query("SELECT COALESCE(MAX(seq), 0) FROM changes", &[]).await?;
+        rows.first().map(|r| col(r, 0)).unwrap_or(Ok(0))
+    }
+
+    /// Sets this incarnation's share of `account`'s concurrency to as much of `want` as the
+    /// other nodes' grants leave under `limit`; returns the grant. One account's grants are
+    /// changed one node at a time (the account's rows are locked), so they never add up to
+    /// more than `limit`.
+    pub async fn grant(&self, account: &str, incarnation: &str, want: i64, limit: i64) -> Result<i64, StoreError> {
+        let mut c = self.get().await?;
+        let tx = c.client().transaction().await?;
+        // An advisory lock per account serialises grants (rows may not exist yet to lock).
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext('quota/' || $1))", &[&account]).await?;
+        let others = tx
+            .query(
+                "SELECT COALESCE(SUM(granted), 0)::bigint FROM quota_grants WHERE account = $1 AND incarnation <> $2",
+                &[&account, &incarnation],
+            )
+            .await?;
+        let others: i64 = others.first().map(|r| col(r, 0)).transpose()?.unwrap_or(0);
+        let granted = want.min(limit - others).max(0);
+        tx.execute(
+            "INSERT INTO quota_grants (account, incarnation, granted) VALUES ($1, $2, $3)
+             ON CONFLICT (account, incarnation) DO UPDATE SET granted = excluded.granted",
+            &[&account, &incarnation, &granted],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(granted)
+    }
+}
+
 /// Frees what `incarnation` holds: its claimed async events become due now, its leases expire.
 async fn release(tx: &tokio_postgres::Transaction<'_>, incarnation: &str) -> Result<(), StoreError> {
     let now_ms = model::logfmt::now_ms();
@@ -204,6 +291,8 @@ async fn release(tx: &tokio_postgres::Transaction<'_>, incarnation: &str) -> Res
         &[&incarnation],
     )
     .await?;
+    // Its share of every account's concurrency goes back to the others.
+    tx.execute("DELETE FROM quota_grants WHERE incarnation = $1", &[&incarnation]).await?;
     if events > 0 || leases > 0 {
         tracing::info!(incarnation, events, leases, "released what a departed node held");
     }

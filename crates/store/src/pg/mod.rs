@@ -38,6 +38,7 @@ use crate::StoreError;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("migrations/0001_initial.sql")),
     (2, "object storage", include_str!("migrations/0002_objects.sql")),
+    (3, "change log and concurrency grants", include_str!("migrations/0003_changes_and_quotas.sql")),
 ];
 
 /// The schema version this binary writes.

@@ -12,11 +12,13 @@ them the module skips, except under CI, where .ci/run installs them.
 import base64
 import concurrent.futures
 import hashlib
+import http.client
 import json
 import re
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -145,11 +147,23 @@ def test_any_node_answers_and_invocations_reuse_one_warm_environment(cluster, re
     owner = cluster.owner(f"{ACCOUNT}/{name}/$LATEST")
     envs = json.load(urllib.request.urlopen(f"{owner.endpoint}/_stratus/functions/{name}/environments"))
     assert envs["live"] == 1, f"the environment lives on the version's owner {owner.node_id}: {envs}"
+    # Its function URL, made through one node, answers on another node's HTTP front.
+    created = a.client().create_function_url_config(FunctionName=name, AuthType="NONE")
+    a.client().add_permission(FunctionName=name, StatementId="public", Action="lambda:InvokeFunctionUrl",
+                              Principal="*", FunctionUrlAuthType="NONE")
+    host = urllib.parse.urlsplit(created["FunctionUrl"]).hostname
+    port = urllib.parse.urlsplit(c.http_endpoint).port
+    time.sleep(0.5)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/hello", body=b'{"n": 2}', headers={"Host": f"{host}:{port}"})
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.read()
+    assert json.loads(resp.read())["stream"] in streams, "the URL request ran in the same warm environment"
     # Its log is read through any node, though only the owner ran it.
     other = next(n for n in cluster.nodes if n is not owner)
     time.sleep(0.5)
     log = other.cli("logs", name).stdout
-    assert log.count("REPORT RequestId") == 6, log
+    assert log.count("REPORT RequestId") == 7, log
     # A change through one node reaches the environment placed on another: new code runs.
     a.client().update_function_configuration(FunctionName=name, Environment={"Variables": {"RECORDER": recorder.url, "VERSION": "2"}})
     time.sleep(0.5)

@@ -130,8 +130,18 @@ impl Platform {
     pub fn apply_change(&self, change: &::invoke::cluster::Change) {
         let Some(t) = read(&self.tenants).get(&change.account).cloned() else { return };
         let s = &t.state;
+        let path = change.path.trim_end_matches('/');
         if let Some(f) = &change.function {
-            s.invoker.reload(f);
+            // As this node's own handlers do for each kind of change: only code, configuration,
+            // versions, aliases and tags retire environments.
+            if path.ends_with("/url") || path.contains("/policy") || path.contains("/provisioned-concurrency") {
+            } else if path.contains("/event-invoke-config") {
+                s.invoker.invalidate_event_configs(f);
+            } else if path.ends_with("/concurrency") {
+                s.invoker.reload_reserved(f);
+            } else {
+                s.invoker.reload(f);
+            }
         }
         s.http.invalidate();
         s.invoker.invalidate_provisioned();

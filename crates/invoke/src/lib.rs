@@ -432,6 +432,12 @@ impl Invoker {
     pub fn reload(&self, function: &str) {
         // Not `forget`: invocations in flight keep counting against the same counters.
         self.invalidate(function);
+        self.reload_reserved(function);
+    }
+
+    /// Another node changed `function`'s reserved concurrency: reads it (and the account's
+    /// sum of reservations) again, leaving its environments alone.
+    pub fn reload_reserved(&self, function: &str) {
         if let Some(st) = lock(&self.inner.functions).get(function) {
             *lock(&st.reserved) = None;
         }

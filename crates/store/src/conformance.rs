@@ -344,23 +344,7 @@ fn postgres_accounts_seal_keys_and_code_is_shared() {
 #[test]
 fn postgres_ledger_sums_like_sqlite() {
     use model::ledger::{GroupBy, Outcome, Record};
-    let rec = |id: &str, function: &str, start_us: i64, billed_ms: i64, outcome: Outcome| Record {
-        request_id: id.into(),
-        account: "000000000000".into(),
-        function: function.into(),
-        version: "$LATEST".into(),
-        trigger: "api".into(),
-        architecture: "x86_64".into(),
-        start_us,
-        end_us: start_us + billed_ms * 1000,
-        duration_us: billed_ms * 1000 - 300,
-        init_us: None,
-        billed_ms,
-        memory_mb: 256,
-        max_memory_used_mb: 40,
-        cold: false,
-        outcome,
-    };
+    let rec = crate::ledger::tests::rec;
     let dir = tempfile::tempdir().unwrap();
     let sqlite = crate::ledger::Ledger::open(&dir.path().join("ledger.db")).unwrap();
     with_pool(move |pool| {

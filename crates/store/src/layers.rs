@@ -10,7 +10,33 @@ pub(crate) fn decode(json: String) -> Result<LayerVersion, StoreError> {
     serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-pub(crate) fn matches(v: &LayerVersion, runtime: Option<&str>, architecture: Option<&str>) -> bool {
+/// The first `limit` layer versions of `rows` ((layer name, configuration JSON), in the order
+/// wanted) that match the filters; with `one_per_layer`, only each layer's first such.
+pub(crate) fn pick(
+    rows: impl Iterator<Item = Result<(String, String), StoreError>>,
+    one_per_layer: bool,
+    runtime: Option<&str>,
+    architecture: Option<&str>,
+    limit: usize,
+) -> Result<Vec<LayerVersion>, StoreError> {
+    let mut out: Vec<LayerVersion> = Vec::new();
+    for row in rows {
+        let (name, json) = row?;
+        if one_per_layer && out.last().is_some_and(|l| l.name == name) {
+            continue;
+        }
+        let v = decode(json)?;
+        if matches(&v, runtime, architecture) {
+            out.push(v);
+            if out.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn matches(v: &LayerVersion, runtime: Option<&str>, architecture: Option<&str>) -> bool {
     runtime.is_none_or(|r| v.compatible_runtimes.iter().any(|c| c == r))
         && architecture.is_none_or(|a| v.compatible_architectures.iter().any(|c| c == a))
 }
@@ -60,17 +86,7 @@ impl crate::meta::Layers for Db {
             "SELECT config FROM layer_versions WHERE name = ?1 AND version < ?2 ORDER BY version DESC",
         )?;
         let rows = stmt.query_map(params![name, before.map_or(i64::MAX, |b| b as i64)], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for json in rows {
-            let v = decode(json?)?;
-            if matches(&v, runtime, architecture) {
-                out.push(v);
-                if out.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        pick(rows.map(|r| Ok((String::new(), r?))), false, runtime, architecture, limit)
     }
 
     /// Each layer's newest version matching the filters, by layer name, after `after`.
@@ -85,21 +101,7 @@ impl crate::meta::Layers for Db {
             .conn
             .prepare_cached("SELECT name, config FROM layer_versions WHERE name > ?1 ORDER BY name, version DESC")?;
         let rows = stmt.query_map([after.unwrap_or("")], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out: Vec<LayerVersion> = Vec::new();
-        for row in rows {
-            let (name, json) = row?;
-            if out.last().is_some_and(|l| l.name == name) {
-                continue;
-            }
-            let v = decode(json)?;
-            if matches(&v, runtime, architecture) {
-                out.push(v);
-                if out.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        pick(rows.map(|r| Ok(r?)), true, runtime, architecture, limit)
     }
 
     /// Deletes one layer version; false if there was none.

@@ -342,10 +342,10 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Op>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rec(request_id: &str, function: &str, start_us: i64, billed_ms: i64, outcome: Outcome) -> Record {
+    pub(crate) fn rec(request_id: &str, function: &str, start_us: i64, billed_ms: i64, outcome: Outcome) -> Record {
         Record {
             request_id: request_id.into(),
             account: "000000000000".into(),

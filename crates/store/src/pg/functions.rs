@@ -491,20 +491,10 @@ impl Layers for PgDb {
         limit: usize,
     ) -> Result<Vec<LayerVersion>, StoreError> {
         let rows = self.query(
-            "SELECT config FROM layer_versions WHERE account = $1 AND name = $2 AND version < $3 ORDER BY version DESC",
+            "SELECT name, config FROM layer_versions WHERE account = $1 AND name = $2 AND version < $3 ORDER BY version DESC",
             &[&self.acct(), &name, &before.map_or(i64::MAX, |b| b as i64)],
         )?;
-        let mut out = Vec::new();
-        for r in &rows {
-            let v = crate::layers::decode(col(r, 0)?)?;
-            if crate::layers::matches(&v, runtime, architecture) {
-                out.push(v);
-                if out.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        crate::layers::pick(rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))), false, runtime, architecture, limit)
     }
 
     fn list_layers(
@@ -519,21 +509,7 @@ impl Layers for PgDb {
              ORDER BY name, version DESC",
             &[&self.acct(), &after.unwrap_or("")],
         )?;
-        let mut out: Vec<LayerVersion> = Vec::new();
-        for r in &rows {
-            let name: String = col(r, 0)?;
-            if out.last().is_some_and(|l| l.name == name) {
-                continue;
-            }
-            let v = crate::layers::decode(col(r, 1)?)?;
-            if crate::layers::matches(&v, runtime, architecture) {
-                out.push(v);
-                if out.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        crate::layers::pick(rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))), true, runtime, architecture, limit)
     }
 
     fn delete_layer_version(&mut self, name: &str, version: u64) -> Result<bool, StoreError> {

@@ -121,9 +121,10 @@ impl PgObjects {
         Ok(())
     }
 
+    /// Runs `f` in one transaction on a pooled connection, from a blocking thread.
     fn run<T>(
         &self,
-        f: impl for<'a> FnOnce(&'a Transaction<'a>) -> futures_like::BoxFuture<'a, Result<T, ObjectError>>,
+        f: impl for<'a> FnOnce(&'a Transaction<'a>) -> BoxFuture<'a, Result<T, ObjectError>>,
     ) -> Result<T, ObjectError> {
         block(async {
             let mut c = self.pool.get().await?;
@@ -136,9 +137,7 @@ impl PgObjects {
 }
 
 /// A boxed future, as the transaction closures return.
-mod futures_like {
-    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-}
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 fn pg(e: tokio_postgres::Error) -> ObjectError {
     ObjectError::Store(StoreError::from(e))

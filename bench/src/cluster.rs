@@ -255,7 +255,10 @@ async fn failover(bin_dir: &Path, services: &Services) -> anyhow::Result<()> {
     println!("| event | after the kill |");
     println!("|---|---|");
     let show = |d: Option<Duration>| d.map_or("not within 60 s".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
-    println!("| shown dead (its claimed async events and leases are released within a heartbeat) | {} |", show(dead_at));
+    println!(
+        "| shown dead (its claimed async events and leases are released within a heartbeat) | {} |",
+        show(dead_at)
+    );
     println!("| its mapping polled by a survivor | {} |", show(moved_at));
     println!(
         "| the {} async events it was delivering (2 s each) delivered again and done | {} |",

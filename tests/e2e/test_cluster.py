@@ -257,6 +257,20 @@ def test_a_change_reaches_every_node_without_nats(cluster):
         cluster.nats.start()
 
 
+def test_a_node_refuses_a_database_migrated_by_a_newer_stratus(tmp_path, services):
+    pg, nats = services
+    pg_execute(pg.url_for("postgres"), "CREATE DATABASE future")
+    pg_execute(pg.url_for("future"), "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+    pg_execute(pg.url_for("future"), "INSERT INTO schema_migrations (version, description) VALUES (999, 'from a later release')")
+    out = subprocess.run(
+        [str(BIN), "serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+         "--s3-listen", "127.0.0.1:0", "--unisolated", "--database-url", pg.url_for("future"), "--nats-url", nats.url],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode != 0
+    assert "version 999, newer than this binary's" in out.stderr and "upgrade stratus" in out.stderr, out.stderr
+
+
 def test_keys_made_on_the_database_work_on_every_node(cluster):
     account = "4" + str(int(time.time() * 1000))[-11:]
     accounts_cli(cluster, "create", "--id", account, "--name", "team")

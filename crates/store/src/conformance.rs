@@ -398,3 +398,23 @@ fn postgres_grants_stay_under_the_limit_and_changes_are_logged() {
         });
     });
 }
+
+/// A node that restarts supersedes its earlier run at once: what that run held is released
+/// without waiting for it to be found silent.
+#[test]
+fn postgres_a_restarted_node_supersedes_its_earlier_run() {
+    with_pool(|pool| {
+        tokio::runtime::Handle::current().block_on(async {
+            let ttl = std::time::Duration::from_secs(30);
+            pool.register_node("n1-first", "n1", "http://a").await.unwrap();
+            assert!(pool.acquire_lease("esm/x/y", "n1-first", ttl).await.unwrap().is_some());
+            pool.register_node("n1-second", "n1", "http://b").await.unwrap();
+            assert!(pool.acquire_lease("esm/x/y", "other", ttl).await.unwrap().is_some(), "its lease was released");
+            let nodes = pool.nodes().await.unwrap();
+            let state = |inc: &str| nodes.iter().find(|n| n.incarnation == inc).map(|n| n.state.clone());
+            assert_eq!(state("n1-first").as_deref(), Some("dead"));
+            assert_eq!(state("n1-second").as_deref(), Some("live"));
+            assert!(!pool.heartbeat("n1-first", "live", "{}").await.unwrap());
+        });
+    });
+}

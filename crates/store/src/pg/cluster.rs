@@ -47,15 +47,31 @@ pub struct LeaseRow {
 }
 
 impl PgPool {
-    /// Adds this incarnation as a live node.
+    /// Adds this incarnation as a live node. Earlier incarnations of the same node (a restart
+    /// before the others noticed it was gone) are declared dead at once, and what they held
+    /// is released: a node's id belongs to one data directory, so they cannot be running.
     pub async fn register_node(&self, incarnation: &str, node_id: &str, address: &str) -> Result<(), StoreError> {
         let mut c = self.get().await?;
-        c.execute(
+        let tx = c.client().transaction().await?;
+        let earlier = tx
+            .query(
+                "UPDATE nodes SET state = 'dead' WHERE node_id = $1 AND incarnation <> $2 AND state <> 'dead'
+                 RETURNING incarnation",
+                &[&node_id, &incarnation],
+            )
+            .await?;
+        for row in &earlier {
+            let gone: String = col(row, 0)?;
+            tracing::info!(incarnation = %gone, "an earlier run of this node is superseded; what it held is released");
+            release(&tx, &gone).await?;
+        }
+        tx.execute(
             "INSERT INTO nodes (incarnation, node_id, address, state) VALUES ($1, $2, $3, 'live')
              ON CONFLICT (incarnation) DO UPDATE SET address = excluded.address, state = 'live', heartbeat_at = now()",
             &[&incarnation, &node_id, &address],
         )
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -79,7 +95,7 @@ impl PgPool {
             .query(
                 "SELECT incarnation, node_id, address, state,
                         (EXTRACT(EPOCH FROM (now() - heartbeat_at)) * 1000)::bigint, report
-                 FROM nodes ORDER BY state = 'dead', node_id, started_at",
+                 FROM nodes ORDER BY state = 'dead', node_id, started_at DESC",
                 &[],
             )
             .await?;

@@ -175,6 +175,25 @@ def test_any_node_answers_and_invocations_reuse_one_warm_environment(cluster, re
         assert n["state"] == "live" and n["address"].startswith("http://127.0.0.1:") and "holds" in n and "load" in n
 
 
+def test_a_streamed_answer_streams_through_another_node(cluster):
+    from test_streaming import NODE_STREAMER, read_stream
+
+    name = unique("stream")
+    create(cluster.nodes[0].client(), name, zip_files({"index.js": NODE_STREAMER}), runtime="nodejs20.x",
+           handler="index.handler", Timeout=20)
+    owner = cluster.owner(f"{ACCOUNT}/{name}/$LATEST")
+    other = next(n for n in cluster.nodes if n is not owner).client()
+    chunks, complete, resp = read_stream(other, name, {}, LogType="Tail")
+    assert b"".join(c for _, c in chunks) == b"first;second" and chunks[0][1] == b"first;"
+    assert chunks[-1][0] - chunks[0][0] >= 1.0, f"the first chunk came through before the function finished: {chunks}"
+    assert "ErrorCode" not in complete and "REPORT RequestId" in base64.b64decode(complete["LogResult"]).decode()
+    chunks, complete, _ = read_stream(other, name, {"failLate": True, "pause": 300})
+    assert b"".join(c for _, c in chunks) == b"first;"
+    assert complete["ErrorCode"] == "Error" and "failed mid-stream" in complete["ErrorDetails"]
+    chunks, complete, _ = read_stream(other, name, {"failEarly": True})
+    assert chunks == [] and complete["ErrorCode"] == "Error"
+
+
 def test_reserved_concurrency_is_never_exceeded_across_nodes(cluster, recorder):
     name = sink(cluster, recorder)
     cluster.nodes[1].client().put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=3)
@@ -454,6 +473,48 @@ def test_a_node_killed_mid_burst_loses_nothing_and_its_work_moves(cluster, recor
     assert not sync_errors, f"sync invocations through the survivors failed: {sync_errors[:5]}"
 
 
+def test_a_paused_node_loses_its_mapping_and_comes_back_without_a_second_poller(cluster, recorder):
+    """SIGSTOP the node polling a NATS mapping for longer than its lease: a survivor takes the
+    mapping over; when the paused node wakes, its lease is gone (its checkpoints are refused,
+    its poller stops) and it rejoins as a live node. Every record is delivered."""
+    import signal
+
+    name = sink(cluster, recorder)
+    stream = unique("P").replace("-", "_").upper()
+    nats_add_stream(cluster.nats.url, stream, [f"{stream}.>"])
+    lam = cluster.nodes[0].client()
+    uuid = lam.create_event_source_mapping(
+        FunctionName=name, SelfManagedEventSource={"Endpoints": {"NATS_SERVERS": [cluster.nats.url]}},
+        Topics=[stream], StartingPosition="TRIM_HORIZON", BatchSize=5,
+    )["UUID"]
+    try:
+        for i in range(5):
+            nats_publish(cluster.nats.url, f"{stream}.x", json.dumps({"rec": f"nats-{i}"}).encode())
+        assert wait_for(lambda: {f"nats-{i}" for i in range(5)} <= seen(recorder), 60)
+        holder = mapping_holder(cluster, uuid)
+        paused = next(n for n in cluster.nodes if n.node_id == holder)
+        others = [n for n in cluster.nodes if n is not paused]
+        paused.proc.send_signal(signal.SIGSTOP)
+        try:
+            for i in range(5, 25):
+                nats_publish(cluster.nats.url, f"{stream}.x", json.dumps({"rec": f"nats-{i}"}).encode())
+            new_holder = mapping_holder(cluster, uuid, among=others, timeout=25)
+            assert new_holder != holder
+            assert wait_for(lambda: {f"nats-{i}" for i in range(25)} <= seen(recorder), 30), sorted(seen(recorder))
+        finally:
+            paused.proc.send_signal(signal.SIGCONT)
+        for i in range(25, 35):
+            nats_publish(cluster.nats.url, f"{stream}.x", json.dumps({"rec": f"nats-{i}"}).encode())
+        assert wait_for(lambda: {f"nats-{i}" for i in range(35)} <= seen(recorder), 30), sorted(seen(recorder))
+        assert wait_for(lambda: holder in cluster.live(others[0]), 15), "the paused node came back"
+        time.sleep(4)  # a renewal period: a stale poller would have shown itself by now
+        holders = [n["id"] for n in cluster.status(others[0])["nodes"]
+                   if n["state"] == "live" and uuid in n["holds"].get("mappings", [])]
+        assert holders == [new_holder], f"one node polls the mapping: {holders}"
+    finally:
+        lam.delete_event_source_mapping(UUID=uuid)
+
+
 def test_a_stopped_node_drains_and_comes_back(cluster, recorder):
     name = sink(cluster, recorder)
     owner = cluster.owner(f"{ACCOUNT}/{name}/$LATEST")
@@ -513,11 +574,14 @@ def delivered(recorder, marker):
 
 
 def mapping_holder(cluster, uuid, among=None, timeout=40):
+    """The node polling mapping `uuid`, as the cluster's status shows it; with `among`, only
+    one of those nodes (asking the first of them)."""
     found = {}
+    ids = [n.node_id for n in (among or cluster.nodes)]
 
     def look():
         for n in cluster.status((among or cluster.nodes)[0])["nodes"]:
-            if n["state"] == "live" and uuid in n["holds"].get("mappings", []):
+            if n["state"] == "live" and n["id"] in ids and uuid in n["holds"].get("mappings", []):
                 found["node"] = n["id"]
                 return True
         return False

@@ -485,7 +485,29 @@ async fn forwarded(State(p): State<Arc<Platform>>, req: Request) -> Response {
         Ok(None) => return respond(cluster::hop::refuse("no such account")),
         Err(e) => return respond(cluster::hop::answer(Err(e))),
     };
-    respond(cluster::hop::answer(invoker.invoke_forwarded(fwd.request, fwd.version).await))
+    if !fwd.stream {
+        return respond(cluster::hop::answer(invoker.invoke_forwarded(fwd.request, fwd.version).await));
+    }
+    let streamed = match invoker.invoke_forwarded_stream(fwd.request, fwd.version).await {
+        Ok(s) => s,
+        Err(e) => return respond(cluster::hop::answer(Err(e))),
+    };
+    let headers = cluster::hop::stream_headers(&streamed);
+    let frames = futures_util::stream::unfold(streamed.messages, |mut rx| async move {
+        loop {
+            let msg = rx.recv().await?;
+            if let Some(f) = cluster::hop::stream_frame(msg) {
+                return Some((Ok::<_, std::convert::Infallible>(f), rx));
+            }
+        }
+    });
+    let mut r = Response::new(Body::from_stream(frames));
+    for (k, v) in headers {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&v) {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    r
 }
 
 #[cfg(test)]

@@ -38,6 +38,19 @@ use store::pg::cluster::DEAD_AFTER;
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a lease lasts without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// The longest a membership or lease statement may take before it counts as failed (a
+/// database cut off must not stall a lease holder past the moment it has to stop).
+const DB_CALL: Duration = Duration::from_secs(3);
+
+/// `f`, or an error if it takes longer than [`DB_CALL`].
+async fn bounded<T>(
+    f: impl std::future::Future<Output = Result<T, store::StoreError>>,
+) -> Result<T, store::StoreError> {
+    tokio::time::timeout(DB_CALL, f)
+        .await
+        .unwrap_or_else(|_| Err(store::StoreError::Config("the database did not answer in time".into())))
+}
+
 /// The NATS subject of control-plane changes.
 const CHANGES: &str = "stratus.changes";
 
@@ -83,6 +96,9 @@ struct Inner {
     http: reqwest::Client,
     /// The live, non-draining nodes, this one included unless it drains.
     members: RwLock<Arc<Vec<Member>>>,
+    /// Every node still running (live or draining): an invocation forwarded to one of these
+    /// is waited for.
+    running: RwLock<std::collections::HashSet<String>>,
     nats: async_nats::Client,
     draining: AtomicBool,
     /// What this node holds, by kind (`mappings`, `schedules`), for status reports.
@@ -151,6 +167,7 @@ impl Node {
                 hop_key,
                 http,
                 members: RwLock::new(Arc::new(vec![me])),
+                running: RwLock::new(std::collections::HashSet::new()),
                 nats,
                 draining: AtomicBool::new(false),
                 holdings: Mutex::new(BTreeMap::new()),
@@ -189,6 +206,10 @@ impl Node {
         let _ = self.inner.load.set(Box::new(load));
     }
 
+    fn hop(&self) -> hop::Hop<'_> {
+        hop::Hop { http: &self.inner.http, key: &self.inner.hop_key, node_id: &self.inner.node_id }
+    }
+
     /// The key that signs node-to-node requests.
     pub fn hop_key(&self) -> &[u8] {
         &self.inner.hop_key
@@ -216,6 +237,12 @@ impl Node {
             }
         };
         let draining = self.inner.draining.load(Ordering::Acquire);
+        let running: std::collections::HashSet<String> = nodes
+            .iter()
+            .filter(|n| n.state != "dead" && n.silent_ms < DEAD_AFTER.as_millis() as i64)
+            .map(|n| n.node_id.clone())
+            .collect();
+        *self.inner.running.write().unwrap_or_else(|p| p.into_inner()) = running;
         let mut members: Vec<Member> = nodes
             .into_iter()
             .filter(|n| n.state == "live" && n.silent_ms < DEAD_AFTER.as_millis() as i64)
@@ -250,7 +277,7 @@ impl Node {
             tick.tick().await;
             let state = if self.inner.draining.load(Ordering::Acquire) { "draining" } else { "live" };
             let pool = &self.inner.stores.pool;
-            match pool.heartbeat(&self.inner.incarnation, state, &self.report()).await {
+            match bounded(pool.heartbeat(&self.inner.incarnation, state, &self.report())).await {
                 Ok(true) => {}
                 Ok(false) => {
                     // Declared dead while alive (paused, or cut off longer than DEAD_AFTER):
@@ -264,7 +291,7 @@ impl Node {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot heartbeat to the cluster's database"),
             }
-            match pool.declare_dead().await {
+            match bounded(pool.declare_dead()).await {
                 Ok(dead) => {
                     for incarnation in dead {
                         tracing::warn!(%incarnation, "declared a silent node dead; its claimed events and leases are released");
@@ -476,8 +503,43 @@ impl Cluster for Node {
         version: &str,
         req: &InvokeRequest,
     ) -> Result<InvokeResult, LambdaError> {
-        let result =
-            hop::forward(&self.inner.http, &self.inner.hop_key, &self.inner.node_id, peer, account, version, req).await;
+        let hop = self.hop();
+        let call = hop::forward(&hop, peer, account, version, req);
+        tokio::pin!(call);
+        // A node that stops answering mid-invocation (paused, cut off) is declared dead within
+        // seconds: the caller then tries the next node instead of waiting for the hop's timeout.
+        // The invocation may still finish there later: at least once, as a retry would.
+        let result = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    let running = self.inner.running.read().unwrap_or_else(|p| p.into_inner()).contains(&peer.node_id);
+                    if !running {
+                        break Err(LambdaError::service(format!(
+                            "{}{} ({}): it left the cluster while running the invocation",
+                            invoke::UNREACHABLE, peer.node_id, peer.address
+                        )));
+                    }
+                }
+            }
+        };
+        if let Err(e) = &result
+            && e.message.starts_with(invoke::UNREACHABLE)
+        {
+            lock(&self.inner.suspects).insert(peer.node_id.clone(), std::time::Instant::now());
+        }
+        result
+    }
+
+    async fn forward_stream(
+        &self,
+        peer: &Peer,
+        account: &str,
+        version: &str,
+        req: &InvokeRequest,
+        sink: &tokio::sync::mpsc::Sender<invoke::StreamMsg>,
+    ) -> Result<InvokeResult, LambdaError> {
+        let result = hop::forward_stream(&self.hop(), peer, account, version, req, sink).await;
         if let Err(e) = &result
             && e.message.starts_with(invoke::UNREACHABLE)
         {
@@ -513,7 +575,7 @@ impl Cluster for Node {
         if self.draining() {
             return None;
         }
-        match self.inner.stores.pool.acquire_lease(name, &self.inner.incarnation, LEASE_TTL).await {
+        match bounded(self.inner.stores.pool.acquire_lease(name, &self.inner.incarnation, LEASE_TTL)).await {
             Ok(token) => token,
             Err(e) => {
                 tracing::warn!(lease = name, error = %e, "cannot take a lease");
@@ -523,7 +585,7 @@ impl Cluster for Node {
     }
 
     async fn renew(&self, name: &str, token: i64) -> Option<bool> {
-        match self.inner.stores.pool.renew_lease(name, &self.inner.incarnation, token, LEASE_TTL).await {
+        match bounded(self.inner.stores.pool.renew_lease(name, &self.inner.incarnation, token, LEASE_TTL)).await {
             Ok(held) => Some(held),
             Err(e) => {
                 tracing::warn!(lease = name, error = %e, "cannot renew a lease");
@@ -543,7 +605,7 @@ impl Cluster for Node {
             // Leaving: what it runs now is all it will run.
             return Some(0);
         }
-        match self.inner.stores.pool.grant(account, &self.inner.incarnation, want as i64, limit as i64).await {
+        match bounded(self.inner.stores.pool.grant(account, &self.inner.incarnation, want as i64, limit as i64)).await {
             Ok(g) => Some(g.max(0) as usize),
             Err(e) => {
                 tracing::warn!(account, error = %e, "cannot renew this node's share of the account's concurrency");

@@ -51,6 +51,16 @@ pub trait Cluster: Send + Sync {
         version: &str,
         req: &InvokeRequest,
     ) -> Result<InvokeResult, LambdaError>;
+    /// Runs `req` on `peer` with its answer streamed: `Start` and the chunks go to `sink` as
+    /// they come; the result carries what follows them (the error, the log tail).
+    async fn forward_stream(
+        &self,
+        peer: &Peer,
+        account: &str,
+        version: &str,
+        req: &InvokeRequest,
+        sink: &tokio::sync::mpsc::Sender<crate::StreamMsg>,
+    ) -> Result<InvokeResult, LambdaError>;
     /// Tells the other nodes about a change (best effort; their caches also expire).
     fn changed(&self, change: Change);
     /// Takes the lease `name` (free, expired, or ours); its token when held.

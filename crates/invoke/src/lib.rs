@@ -679,11 +679,23 @@ impl Invoker {
     /// then the chunks, then `End`. `Err` is for the caller's mistakes and throttling, as for
     /// [`Invoker::invoke`].
     pub async fn invoke_stream(&self, req: InvokeRequest) -> Result<Streamed, LambdaError> {
+        self.stream_with(req, None).await
+    }
+
+    /// [`Invoker::invoke_stream`], here as `version` when given (a forwarded invocation).
+    async fn stream_with(&self, req: InvokeRequest, version: Option<String>) -> Result<Streamed, LambdaError> {
         let (tx, mut rx) = mpsc::channel(8);
         let (fail_tx, fail_rx) = oneshot::channel::<LambdaError>();
         let this = self.clone();
         tokio::spawn(async move {
-            match this.invoke_with(req, Some(tx.clone())).await {
+            let outcome = match version {
+                Some(v) => {
+                    let st = this.state(&req.function);
+                    this.run_here(req, Some(tx.clone()), st, v).await
+                }
+                None => this.invoke_with(req, Some(tx.clone())).await,
+            };
+            match outcome {
                 Err(e) => {
                     let _ = fail_tx.send(e);
                 }
@@ -735,7 +747,7 @@ impl Invoker {
             let ranked = cluster.0.rank(&key);
             if ranked.first().is_some_and(|p| !p.local) {
                 let reserved = self.reserved(&req.function, &st).await?;
-                return self.forward(cluster, ranked, &version, req, reserved).await.map(|r| (r, false));
+                return self.forward(cluster, ranked, &version, req, reserved, sink).await;
             }
         }
         self.run_here(req, sink, st, version).await
@@ -748,6 +760,12 @@ impl Invoker {
         self.run_here(req, None, st, version).await.map(|(r, _)| r)
     }
 
+    /// As [`Invoker::invoke_forwarded`], with the answer read as it is produced (as
+    /// [`Invoker::invoke_stream`]).
+    pub async fn invoke_forwarded_stream(&self, req: InvokeRequest, version: String) -> Result<Streamed, LambdaError> {
+        self.stream_with(req, Some(version)).await
+    }
+
     /// Sends an invocation to the nodes `ranked` prefers, in order: the owner first; the next
     /// ones when the owner cannot be reached, or (for a function without reserved concurrency,
     /// whose limit the owner alone enforces) when it is full.
@@ -758,15 +776,20 @@ impl Invoker {
         version: &str,
         req: InvokeRequest,
         reserved: Option<u32>,
-    ) -> Result<InvokeResult, LambdaError> {
+        sink: Option<mpsc::Sender<StreamMsg>>,
+    ) -> Result<(InvokeResult, bool), LambdaError> {
         let account = &self.inner.config.scope.account;
         let mut refused = None;
         for peer in ranked.iter().take(3) {
-            let outcome = if peer.local {
-                let st = self.state(&req.function);
-                self.run_here(req.clone(), None, st, version.to_string()).await.map(|(r, _)| r)
-            } else {
-                cluster.0.forward(peer, account, version, &req).await
+            let outcome = match (&sink, peer.local) {
+                (_, true) => {
+                    let st = self.state(&req.function);
+                    self.run_here(req.clone(), sink.clone(), st, version.to_string()).await
+                }
+                (Some(sink), false) => {
+                    cluster.0.forward_stream(peer, account, version, &req, sink).await.map(|r| (r, true))
+                }
+                (None, false) => cluster.0.forward(peer, account, version, &req).await.map(|r| (r, false)),
             };
             match outcome {
                 Err(e) if e.code == model::ErrorCode::Service && e.message.starts_with(UNREACHABLE) => {

@@ -130,8 +130,14 @@ impl PgPool {
     /// Connects to `url` (`postgres://user:password@host:port/database`), migrates the schema
     /// (or refuses a newer one) and returns the pool.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config =
+        let mut config: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| StoreError::Config(format!("bad database URL: {e}")))?;
+        // A database that cannot be reached is an error soon, not a connection attempt that
+        // hangs for minutes; a dead connection is noticed by keepalives.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        config.keepalives_idle(std::time::Duration::from_secs(10));
         let pool = Self {
             inner: Arc::new(PoolInner {
                 config,

@@ -354,9 +354,9 @@ pub(crate) struct Poller {
 
 /// How often a lease holder renews its lease.
 const RENEW_EVERY: Duration = Duration::from_secs(3);
-/// How long a holder goes on without a successful renewal (the lease lasts 10 s: it stops
-/// before another node can take it over).
-const SELF_FENCE_AFTER: Duration = Duration::from_secs(7);
+/// How long a holder goes on without a successful renewal: two failed renewals (the lease
+/// lasts 10 s, so it stops before another node can take it over).
+const SELF_FENCE_AFTER: Duration = Duration::from_secs(6);
 
 /// Runs a mapping's poller in a cluster: only while this node holds the mapping's lease, so
 /// one node polls it at a time. The node rendezvous hashing prefers tries at once and every
